@@ -1,0 +1,97 @@
+"""`ofa-eval check`: recompute benchmark tables from the store and list disagreeing cells."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from ofa_eval.errors import OfaError
+from ofa_eval.formatting import PROTOCOL_COLUMNS
+from ofa_eval.protocol import STRATEGIES, DrawOptions, compute_protocol, pools_in_store
+from ofa_eval.store import open_store
+
+DEFAULT_TOLERANCE = 0.1
+
+
+def _number(path, line, column, text, kind=float):
+    try:
+        return kind(text)
+    except ValueError:
+        raise OfaError(f"{path}:{line}: column {column!r} is not a number: {text!r}") from None
+
+
+def _valid_pair(strategy: str, variant: str) -> bool:
+    if strategy not in STRATEGIES:
+        return False
+    if strategy == "soup":
+        return re.fullmatch(r"top\d+", variant) is not None
+    return variant in STRATEGIES[strategy].variants
+
+
+def read_table(path: str) -> list[dict]:
+    """Rows of a benchmark table, validated; raises OfaError naming the file and line."""
+    if not Path(path).is_file():
+        raise OfaError(f"{path}: file not found")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in PROTOCOL_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise OfaError(f"{path}: missing column(s) {', '.join(missing)}")
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            if not _valid_pair(raw["strategy"], raw["variant"]):
+                raise OfaError(f"{path}:{line}: unknown strategy/variant {raw['strategy']}/{raw['variant']}")
+            rows.append({
+                "file": path, "line": line, "task": raw["task"], "model": raw["model"],
+                "strategy": raw["strategy"], "variant": raw["variant"],
+                "runs": _number(path, line, "runs", raw["runs"], int),
+                "mean": _number(path, line, "mean", raw["mean"]),
+                "std": _number(path, line, "std", raw["std"]) if raw["std"] else None,
+                "draws": _number(path, line, "draws", raw["draws"], int) if raw["draws"] else None,
+                "tolerance": _number(path, line, "tolerance", raw["tolerance"])
+                if raw.get("tolerance") else DEFAULT_TOLERANCE,
+            })
+    if not rows:
+        raise OfaError(f"{path}: no rows")
+    return rows
+
+
+def _compare(expected: dict, actual: dict) -> list[str]:
+    where = (f"{expected['file']}:{expected['line']}: {expected['task']}/{expected['model']} "
+             f"{expected['strategy']} {expected['variant']} r={expected['runs']}")
+    failures = []
+    for column in ("mean", "std"):
+        want, got = expected[column], actual[column]
+        if want is None:
+            continue
+        if got is None or abs(got - want) > expected["tolerance"] + 1e-9:
+            shown = "none" if got is None else f"{got:.3f}"
+            failures.append(f"{where}: {column} {shown}, table {want} (tolerance {expected['tolerance']})")
+    if expected["draws"] is not None and expected["draws"] != actual["draws"]:
+        failures.append(f"{where}: {actual['draws']} draws, table {expected['draws']}")
+    return failures
+
+
+def check_tables(db_path: str, paths, options: DrawOptions, soup_k: int) -> tuple[list[str], int]:
+    """Failure lines and the number of cells checked."""
+    expected = [row for path in paths for row in read_table(path)]
+    con = open_store(db_path, read_only=True)
+    failures, checked = [], 0
+    for (task, model), rows in _by_pool(expected).items():
+        pairs = list(dict.fromkeys((r["strategy"], r["variant"]) for r in rows))
+        max_runs = max(r["runs"] for r in rows)
+        pools = pools_in_store(con, (task,), (model,))
+        computed, _ = compute_protocol(con, pools, pairs, options, max_runs, soup_k, record=False)
+        by_key = {(r["strategy"], r["variant"], r["runs"]): r for r in computed}
+        for row in rows:
+            failures += _compare(row, by_key[(row["strategy"], row["variant"], row["runs"])])
+            checked += 1
+    return failures, checked
+
+
+def _by_pool(rows: list[dict]) -> dict:
+    pools: dict = {}
+    for row in rows:
+        pools.setdefault((row["task"], row["model"]), []).append(row)
+    return pools

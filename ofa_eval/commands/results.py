@@ -1,0 +1,119 @@
+"""Commands that compute results from the store: `protocol`, `check` and `grid`."""
+
+from __future__ import annotations
+
+import click
+
+FORMATS = ["table", "csv", "json", "markdown", "latex"]
+
+
+def draw_options(function):
+    """The draw options shared by `protocol` and `check`."""
+    options = [
+        click.option("--draws", "n_draws", type=int, default=10, show_default=True,
+                     help="Number of fresh random draws (ignored with --replay)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fresh draws."),
+        click.option("--replay", is_flag=True, help="Use the draws recorded in the store instead of sampling."),
+        click.option("--exclude-draw", "exclude", multiple=True,
+                     help="Leave a recorded draw out (repeatable); the paper left out draw 1."),
+        click.option("--max-runs", "-R", "max_runs", type=int, default=10, show_default=True,
+                     help="Largest number of runs r per draw."),
+        click.option("--soup-k", type=int, default=5, show_default=True, help="Snapshots averaged by SOUP."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _options(replay, exclude, n_draws, seed):
+    from ofa_eval.protocol import DrawOptions
+
+    return DrawOptions(replay=replay, exclude=tuple(exclude), n_draws=n_draws, seed=seed)
+
+
+@click.command("protocol")
+@click.option("--task", "tasks", multiple=True, help="Task(s) to evaluate (default: every task in the store).")
+@click.option("--model", "models", multiple=True, help="Model(s) to evaluate (default: every model in the store).")
+@click.option("--strategy", "strategies", multiple=True,
+              type=click.Choice(["max-src-dev", "max-trg-dev", "accumulative", "soup"]),
+              help="Strategy (repeatable; default: all, as with --all).")
+@click.option("--variant", "variants", multiple=True,
+              type=click.Choice(["last", "src-dev", "ca", "trg-dev"]),
+              help="Model variant (repeatable; default: every variant the strategy takes).")
+@click.option("--all", "all_pairs", is_flag=True, help="Every strategy/variant pair of the paper's Tables 1 and 2.")
+@draw_options
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
+             soup_k, fmt):
+    """Run the resampling protocol and print mean and std over draws for r = 1..R.
+
+    \b
+    Strategies and variants:
+      max-src-dev   last | src-dev | ca   pick the run with the best English validation score
+      max-trg-dev   trg-dev               pick the run with the best target validation (oracle)
+      accumulative  last | src-dev | ca   average the weights of the first r runs
+      soup          (top-k)               average the k best snapshots of the first r runs
+
+    Draws: --draws N --seed S samples N fresh draws (R distinct learning-rate/batch-size
+    configurations in random order, one seed each); --replay uses the draws recorded in the
+    store. Results are written to the store's protocol_results view.
+    """
+    from ofa_eval.formatting import render_protocol
+    from ofa_eval.protocol import compute_protocol, pools_in_store, strategy_pairs
+    from ofa_eval.store import open_store, transaction
+
+    pairs = strategy_pairs(() if all_pairs else strategies, () if all_pairs else variants, soup_k)
+    con = open_store(ctx.obj["db_path"], must_exist=True)
+    with transaction(con):
+        pools = pools_in_store(con, tasks, models)
+        rows, notes = compute_protocol(con, pools, pairs, _options(replay, exclude, n_draws, seed),
+                                       max_runs, soup_k, skip_incomplete=not (tasks and models))
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(render_protocol(rows, fmt))
+
+
+@click.command("check")
+@click.argument("tables", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@draw_options
+@click.pass_context
+def check(ctx, tables, n_draws, seed, replay, exclude, max_runs, soup_k):
+    """Recompute every row of benchmark TABLES (protocol CSVs) and compare with the store.
+
+    A table has the protocol CSV's columns (task,model,strategy,variant,runs,mean,std,draws)
+    and an optional `tolerance` column (default 0.1, in points). An empty std or draws cell
+    is not checked. Exits 1 listing every cell outside tolerance, 0 when all agree.
+    """
+    from ofa_eval.checking import check_tables
+
+    failures, checked = check_tables(ctx.obj["db_path"], tables, _options(replay, exclude, n_draws, seed),
+                                     soup_k)
+    for line in failures:
+        click.echo(line)
+    click.echo(f"{checked} cells checked, {len(failures)} outside tolerance")
+    if failures:
+        ctx.exit(1)
+
+
+@click.command("grid")
+@click.option("--task", required=True, help="Task, e.g. nli, tydiqa, ner.")
+@click.option("--model", required=True, help="Model, e.g. xlm-roberta-large.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def grid(ctx, task, model, fmt):
+    """Per-hyperparameter table (the paper's Table 3): mean and std over seeds.
+
+    For each (learning rate, batch size): the source validation score and the mean target
+    test score of every variant (LAST, SRC-DEV, CA, TRG-DEV), mean and std over seeds.
+    """
+    from ofa_eval.formatting import render_rows
+    from ofa_eval.hyperparameters import grid_rows
+    from ofa_eval.store import open_store
+
+    con = open_store(ctx.obj["db_path"], read_only=True)
+    rows, columns = grid_rows(con, task, model)
+    click.echo(render_rows(rows, columns, fmt, digits=2))
+
+
+COMMANDS = [protocol, check, grid]

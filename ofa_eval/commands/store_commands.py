@@ -1,0 +1,63 @@
+"""Commands that fill or query the store: `import` and `sql`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("import")
+def import_group():
+    """Import results produced elsewhere into the store."""
+
+
+@import_group.command("ofa-xlt")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.pass_context
+def import_ofa_xlt(ctx, directory):
+    """Import the paper's released results (the six *_zs / *_ra Parquet files in DIRECTORY).
+
+    Every run, averaged model and recorded draw of every model in the release is stored, in
+    percent. Importing the same files again changes nothing; a missing or malformed file
+    leaves the store untouched.
+    """
+    from pathlib import Path
+
+    from ofa_eval.release import import_release
+    from ofa_eval.store import open_store
+
+    con = open_store(ctx.obj["db_path"])
+    for summary in import_release(con, Path(directory)):
+        click.echo(f"{summary.task}: {summary.runs_added} runs, {summary.averages_added} averaged models, "
+                   f"{summary.draws_added} draws, {summary.scores_added} scores added")
+
+
+@click.command("sql")
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_context
+def sql(ctx, query, fmt):
+    """Run a read-only SQL QUERY against the store and print the result.
+
+    Public views: runs, snapshots, eval_sets, scores, selection_scores, averaged_models,
+    draws, protocol_results, run_variants, average_scores (see docs/store.md). The store is
+    opened read-only: a statement that would write fails and changes nothing.
+    """
+    import duckdb
+
+    from ofa_eval.errors import OfaError
+    from ofa_eval.formatting import render_rows
+    from ofa_eval.store import open_store
+
+    con = open_store(ctx.obj["db_path"], read_only=True)
+    try:
+        cursor = con.execute(query)
+    except duckdb.Error as error:
+        raise OfaError(f"query failed: {str(error).splitlines()[0]}") from None
+    if cursor.description is None:
+        return
+    columns = [d[0] for d in cursor.description]
+    rows = [dict(zip(columns, values)) for values in cursor.fetchall()]
+    click.echo(render_rows(rows, columns, fmt))
+
+
+COMMANDS = [import_group, sql]

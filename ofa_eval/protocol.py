@@ -1,0 +1,365 @@
+"""The resampling protocol of the paper: draws of runs, selection and averaging strategies.
+
+A *pool* is everything the store knows about one (task, model): its runs with their
+hyperparameter configuration, each run variant's selection criteria and target score, and the
+scores of averaged models keyed by their member sets. A *draw* is an ordered list of runs with
+distinct (learning rate, batch size) configurations; its first r runs are the draw at r.
+
+Strategies:
+- max-src-dev: among the draw's first r runs, the run whose variant has the highest
+  source-language validation score (the earlier run wins a tie); its target score.
+- max-trg-dev: the same, ranked by the run's target-language validation criterion (oracle).
+- accumulative: the averaged model of the first r runs' variant.
+- soup: the average of the top-k snapshots (by source validation) of the first r runs.
+
+Every score is the unweighted mean over the task's target-language test sets, in percent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ofa_eval.errors import OfaError
+from ofa_eval.keys import member_key
+
+SELECTION_VARIANTS = ("last", "src-dev", "ca")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    kind: str  # 'select' or 'average'
+    variants: tuple[str, ...]
+
+
+STRATEGIES = {
+    "max-src-dev": Strategy("max-src-dev", "select", SELECTION_VARIANTS),
+    "max-trg-dev": Strategy("max-trg-dev", "select", ("trg-dev",)),
+    "accumulative": Strategy("accumulative", "average", SELECTION_VARIANTS),
+    "soup": Strategy("soup", "average", ("top{k}",)),
+}
+ALL_VARIANTS = ("last", "src-dev", "ca", "trg-dev", "top{k}")
+
+
+def strategy_pairs(strategies, variants, soup_k: int) -> list[tuple[str, str]]:
+    """The (strategy, variant) pairs to compute; all pairs when no strategy is named."""
+    names = list(strategies) or list(STRATEGIES)
+    for name in names:
+        if name not in STRATEGIES:
+            raise OfaError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+    soup_variant = f"top{soup_k}"
+    wanted = [soup_variant if v in ("top{k}", soup_variant) else v for v in variants]
+    for variant in wanted:
+        if variant not in ALL_VARIANTS and variant != soup_variant:
+            raise OfaError(f"unknown variant {variant!r} (known: last, src-dev, ca, trg-dev)")
+    pairs = []
+    for name in names:
+        for variant in STRATEGIES[name].variants:
+            variant = variant.replace("{k}", str(soup_k))
+            if not wanted or variant in wanted:
+                pairs.append((name, variant))
+    if not pairs:
+        raise OfaError(f"no strategy among {', '.join(names)} takes variant(s) {', '.join(wanted)}")
+    unused = [v for v in wanted if not any(v == p[1] for p in pairs)]
+    if unused:
+        raise OfaError(f"variant {unused[0]!r} does not apply to strategy {', '.join(names)}")
+    return pairs
+
+
+@dataclass
+class Pool:
+    """What the store knows about one (task, model)."""
+
+    task: str
+    model: str
+    external_id: dict[int, str]
+    config: dict[int, tuple[float, int]]
+    target_test: dict[str, dict[int, float]]
+    criteria: dict[str, dict[int, float]]  # variant -> run -> selection criterion
+    averages: dict[tuple[str, str], float] = field(default_factory=dict)  # (recipe, member key) -> score
+
+    @property
+    def configurations(self) -> list[tuple[float, int]]:
+        return sorted(set(self.config.values()))
+
+
+def load_pool(con, task: str, model: str) -> Pool:
+    rows = con.execute(
+        "SELECT run_id, external_id, learning_rate, batch_size FROM run_table WHERE task=? AND model=? ORDER BY run_id",
+        [task, model]).fetchall()
+    if not rows:
+        raise OfaError(f"no runs of task {task!r} with model {model!r} in the store")
+    pool = Pool(task, model, {r[0]: r[1] for r in rows}, {r[0]: (r[2], r[3]) for r in rows}, {}, {})
+    for run_id, variant, value in con.execute(
+            "SELECT run_id, variant, target_test FROM run_variants WHERE task=? AND model=?", [task, model]).fetchall():
+        pool.target_test.setdefault(variant, {})[run_id] = value
+    for run_id, variant, value in con.execute(_SOURCE_DEV_SQL, [task, model]).fetchall():
+        pool.criteria.setdefault(variant, {})[run_id] = value
+    for run_id, value in con.execute(
+            "SELECT run_id, value FROM selection_scores WHERE task=? AND model=? AND criterion='target-dev'",
+            [task, model]).fetchall():
+        pool.criteria.setdefault("trg-dev", {})[run_id] = value
+    for recipe, key, value in con.execute(
+            "SELECT recipe, member_key, target_test FROM average_scores WHERE task=? AND model=? AND approach='all'",
+            [task, model]).fetchall():
+        pool.averages[(recipe, key)] = value
+    return pool
+
+
+_SOURCE_DEV_SQL = """
+SELECT sc.run_id, sc.variant, sc.value
+FROM score_table sc
+JOIN run_table r USING (run_id)
+JOIN eval_set_table e USING (eval_set_id)
+JOIN task_table t ON t.task = e.task AND t.metric = sc.metric
+WHERE r.task = ? AND r.model = ? AND e.role = 'source' AND e.split = 'validation'
+"""
+
+
+@dataclass(frozen=True)
+class DrawSet:
+    """Ordered run lists, one per draw, with labels; `description` goes into the settings."""
+
+    labels: list[str]
+    runs: list[list[int]]
+    description: dict
+
+
+def sample_draws(pool: Pool, n_draws: int, max_runs: int, seed: int) -> DrawSet:
+    """Fresh draws as in the paper: R distinct configurations in random order, one seed each."""
+    configurations = pool.configurations
+    if max_runs > len(configurations):
+        raise OfaError(
+            f"{pool.task}/{pool.model}: --max-runs {max_runs} exceeds the {len(configurations)} "
+            "distinct (learning rate, batch size) configurations")
+    by_config: dict[tuple, list[int]] = {}
+    for run_id, config in sorted(pool.config.items()):
+        by_config.setdefault(config, []).append(run_id)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_draws):
+        order = rng.permutation(len(configurations))[:max_runs]
+        draws.append([_pick(rng, by_config[configurations[i]]) for i in order])
+    return DrawSet([str(i) for i in range(n_draws)], draws,
+                   {"draws": "sampled", "n_draws": n_draws, "seed": seed})
+
+
+def _pick(rng: np.random.Generator, run_ids: list[int]) -> int:
+    return run_ids[int(rng.integers(len(run_ids)))]
+
+
+def recorded_draws(con, pool: Pool, max_runs: int, exclude: tuple[str, ...], recipe: str | None) -> DrawSet:
+    """The store's recorded draws; a recipe's own recorded order replaces the common one."""
+    rows = con.execute(
+        "SELECT draw, recipe, run_id FROM draw_table WHERE task=? AND model=? AND recipe IN ('*', ?) "
+        "ORDER BY draw, recipe, position", [pool.task, pool.model, recipe or "*"]).fetchall()
+    if not rows:
+        raise IncompletePool(f"{pool.task}/{pool.model}: no recorded draws in the store (sample with --draws N --seed S)")
+    draws: dict[str, dict[str, list[int]]] = {}
+    for label, draw_recipe, run_id in rows:
+        draws.setdefault(label, {}).setdefault(draw_recipe, []).append(run_id)
+    chosen = {label: orders.get(recipe, orders.get("*")) for label, orders in draws.items()}
+    chosen = {label: runs for label, runs in chosen.items() if runs}
+    unknown = [label for label in exclude if label not in chosen]
+    if unknown:
+        raise OfaError(f"{pool.task}/{pool.model}: no recorded draw {unknown[0]!r} (recorded: {', '.join(sorted(chosen, key=_label_order))})")
+    kept = {label: runs for label, runs in chosen.items() if label not in exclude}
+    if not kept:
+        raise OfaError(f"{pool.task}/{pool.model}: every recorded draw is excluded")
+    short = [label for label, runs in kept.items() if len(runs) < max_runs]
+    if short:
+        raise OfaError(f"{pool.task}/{pool.model}: --max-runs {max_runs} exceeds recorded draw {short[0]!r} "
+                       f"({len(kept[short[0]])} runs)")
+    labels = sorted(kept, key=_label_order)
+    return DrawSet(labels, [kept[label][:max_runs] for label in labels],
+                   {"draws": "recorded", "excluded": sorted(exclude)})
+
+
+def _label_order(label: str):
+    return (0, int(label), label) if label.isdigit() else (1, 0, label)
+
+
+class IncompletePool(OfaError):
+    """A pool lacks what the protocol needs: recorded draws or averaged models."""
+
+
+@dataclass
+class MissingAverages(Exception):
+    """Averaged models a strategy needs but the store has no scores for."""
+
+    task: str
+    model: str
+    member_sets: list[tuple[str, list[str]]]  # (recipe, external ids in draw order)
+
+
+def averaging_recipe(strategy: str, variant: str) -> str | None:
+    """The averaged models a pair needs ('last', 'soup-top5', ...), None for selection."""
+    if STRATEGIES[strategy].kind == "select":
+        return None
+    return f"soup-{variant}" if strategy == "soup" else variant
+
+
+def draw_scores(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_runs: int) -> np.ndarray:
+    """Scores of shape (n_draws, max_runs): the strategy's score for each draw at r = 1..R."""
+    recipe = averaging_recipe(strategy, variant)
+    if recipe is None:
+        return _selection_scores(pool, draws, variant, max_runs)
+    return _average_scores(pool, draws, recipe, max_runs)
+
+
+def _selection_scores(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> np.ndarray:
+    criterion, target = pool.criteria.get(variant, {}), pool.target_test.get(variant, {})
+    out = np.empty((len(draws.runs), max_runs))
+    for d, runs in enumerate(draws.runs):
+        missing = [pool.external_id[r] for r in runs if r not in criterion or r not in target]
+        if missing:
+            raise OfaError(f"{pool.task}/{pool.model}: run {missing[0]} has no {variant!r} "
+                           "selection criterion or target test score in the store")
+        best = runs[0]
+        for r, run_id in enumerate(runs):
+            if criterion[run_id] > criterion[best]:
+                best = run_id
+            out[d, r] = target[best]
+    return out
+
+
+def _average_scores(pool: Pool, draws: DrawSet, recipe: str, max_runs: int) -> np.ndarray:
+    out = np.empty((len(draws.runs), max_runs))
+    missing = []
+    for d, runs in enumerate(draws.runs):
+        for r in range(1, max_runs + 1):
+            members = [pool.external_id[run_id] for run_id in runs[:r]]
+            score = pool.averages.get((recipe, member_key(members)))
+            if score is None:
+                missing.append((recipe, members))
+                score = math.nan
+            out[d, r - 1] = score
+    if missing:
+        raise MissingAverages(pool.task, pool.model, missing)
+    return out
+
+
+def summarize(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (n-1) over draws, per r."""
+    mean = scores.mean(axis=0)
+    std = scores.std(axis=0, ddof=1) if scores.shape[0] > 1 else np.full(scores.shape[1], np.nan)
+    return mean, std
+
+
+def protocol_rows(pool: Pool, draws_for, pairs, max_runs: int) -> list[dict]:
+    """Long rows with the protocol CSV's columns, for every pair and r.
+
+    `draws_for(recipe)` gives the draws for a pair's averaging recipe (None for selection).
+    """
+    rows = []
+    for strategy, variant in pairs:
+        draws = draws_for(averaging_recipe(strategy, variant))
+        mean, std = summarize(draw_scores(pool, draws, strategy, variant, max_runs))
+        for r in range(max_runs):
+            rows.append({"task": pool.task, "model": pool.model, "strategy": strategy, "variant": variant,
+                         "runs": r + 1, "mean": float(mean[r]),
+                         "std": None if math.isnan(std[r]) else float(std[r]), "draws": len(draws.runs)})
+    return rows
+
+
+def record_results(con, rows: list[dict], settings: dict) -> None:
+    """Append protocol rows to the store with the settings that produced them."""
+    if not rows:
+        return
+    text = json.dumps(settings, sort_keys=True)
+    con.executemany(
+        "INSERT INTO protocol_result_table (task, model, strategy, variant, runs, mean, std, draws, settings) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r["task"], r["model"], r["strategy"], r["variant"], r["runs"], r["mean"], r["std"], r["draws"], text)
+         for r in rows])
+
+
+def pools_in_store(con, tasks: tuple[str, ...], models: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (task, model) pairs to evaluate: those named, else all in the store."""
+    pairs = con.execute("SELECT DISTINCT task, model FROM run_table ORDER BY task, model").fetchall()
+    if not pairs:
+        raise OfaError("the store has no runs (import released results or ingest runs first)")
+    known_tasks = sorted({t for t, _ in pairs})
+    known_models = sorted({m for _, m in pairs})
+    for task in tasks:
+        if task not in known_tasks:
+            raise OfaError(f"unknown task {task!r} (in the store: {', '.join(known_tasks)})")
+    for model in models:
+        if model not in known_models:
+            raise OfaError(f"unknown model {model!r} (in the store: {', '.join(known_models)})")
+    chosen = [(t, m) for t, m in pairs if (not tasks or t in tasks) and (not models or m in models)]
+    if not chosen:
+        raise OfaError(f"no runs for task(s) {', '.join(tasks) or 'any'} with model(s) {', '.join(models) or 'any'}")
+    return chosen
+
+
+@dataclass(frozen=True)
+class DrawOptions:
+    """How draws are made: replayed from the store, or sampled with a seed."""
+
+    replay: bool = False
+    exclude: tuple[str, ...] = ()
+    n_draws: int = 10
+    seed: int = 0
+
+    def draws_for(self, con, pool: Pool, max_runs: int, recipe: str | None = None) -> DrawSet:
+        if self.replay:
+            return recorded_draws(con, pool, max_runs, self.exclude, recipe)
+        if self.exclude:
+            raise OfaError("--exclude-draw applies to recorded draws: add --replay")
+        if self.n_draws < 1:
+            raise OfaError("--draws must be at least 1")
+        return sample_draws(pool, self.n_draws, max_runs, self.seed)
+
+
+def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOptions, max_runs: int,
+                     soup_k: int, record: bool = True, skip_incomplete: bool = False) -> tuple[list[dict], list[str]]:
+    """Protocol rows for every pool, and notes on the pools that were skipped.
+
+    A pool is incomplete when it has no recorded draws to replay or lacks averaged models a
+    strategy needs: that is an error, unless `skip_incomplete` (the pools were not named by
+    the user), when it is skipped with a note.
+    """
+    if max_runs < 1:
+        raise OfaError("--max-runs must be at least 1")
+    rows, notes = [], []
+    for task, model in pools:
+        try:
+            rows += _pool_protocol(con, load_pool(con, task, model), pairs, options, max_runs, soup_k, record)
+        except IncompletePool as gap:
+            if not skip_incomplete:
+                raise OfaError(str(gap)) from None
+            notes.append(f"skipped {gap}")
+    if not rows and notes:
+        raise OfaError(notes[0].removeprefix("skipped "))
+    return rows, notes
+
+
+def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, soup_k: int, record: bool):
+    draws = options.draws_for(con, pool, max_runs)
+
+    def draws_for(recipe):
+        return options.draws_for(con, pool, max_runs, recipe) if options.replay else draws
+
+    try:
+        pool_rows = protocol_rows(pool, draws_for, pairs, max_runs)
+    except MissingAverages as gap:
+        raise IncompletePool(describe_missing([gap])) from None
+    if record:
+        record_results(con, pool_rows, {**draws.description, "max_runs": max_runs, "soup_k": soup_k})
+    return pool_rows
+
+
+def describe_missing(gaps: list[MissingAverages], limit: int = 3) -> str:
+    """One line naming the averaged models the store lacks, for the error message."""
+    parts = []
+    for gap in gaps:
+        unique = list(dict.fromkeys((recipe, tuple(members)) for recipe, members in gap.member_sets))
+        shown = "; ".join(f"{recipe} of [{', '.join(members)}]" for recipe, members in unique[:limit])
+        more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
+        parts.append(f"{gap.task}/{gap.model}: {len(unique)} averaged model(s) have no scores: {shown}{more}")
+    return " | ".join(parts) + " (materialize them with `ofa-eval materialize`, or choose other strategies)"

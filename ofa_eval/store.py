@@ -1,0 +1,121 @@
+"""Opening the DuckDB store: creation, schema versioning, locking errors and transactions.
+
+Every write to the store goes through `transaction()`, so a failed import or ingest leaves the
+store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from importlib import resources
+
+import duckdb
+
+from ofa_eval.errors import OfaError
+
+SCHEMA_VERSION = 1
+
+
+def _schema_sql() -> str:
+    return resources.files("ofa_eval").joinpath("schema.sql").read_text()
+
+
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as error:
+        message = str(error).splitlines()[0]
+        if "lock" in message.lower():
+            raise OfaError(f"{path}: the store is locked by another process ({message})") from None
+        raise OfaError(f"{path}: cannot open the store ({message})") from None
+    except duckdb.Error as error:
+        raise OfaError(f"{path}: not a DuckDB store ({str(error).splitlines()[0]})") from None
+
+
+def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    has_info = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_info'"
+    ).fetchone()[0]
+    if not has_info:
+        return None
+    row = con.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else None
+
+
+def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    with transaction(con):
+        con.execute(_schema_sql())
+        con.execute(
+            "INSERT INTO store_info VALUES ('schema_version', ?), ('created_by', ?)",
+            [str(SCHEMA_VERSION), "ofa-eval"],
+        )
+
+
+def _check_version(path: str, con: duckdb.DuckDBPyConnection) -> None:
+    version = _stored_version(con)
+    if version is None:
+        tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+        if tables:
+            raise OfaError(f"{path}: a DuckDB file, but not an ofa-eval store (no store_info table)")
+        return
+    if version > SCHEMA_VERSION:
+        raise OfaError(
+            f"{path}: store schema version {version} is newer than this ofa-eval "
+            f"(supports {SCHEMA_VERSION}); upgrade ofa-eval"
+        )
+    if version < SCHEMA_VERSION:  # no older version exists yet; migrations go here
+        raise OfaError(f"{path}: store schema version {version} cannot be migrated to {SCHEMA_VERSION}")
+
+
+def open_store(path: str, *, read_only: bool = False, must_exist: bool = False):
+    """Connect to the store at `path`, creating it (writable mode only) when absent."""
+    exists = os.path.exists(path)
+    if not exists and (read_only or must_exist):
+        raise OfaError(f"{path}: no store here (create one with `ofa-eval import` or `ofa-eval ingest`)")
+    con = _connect(path, read_only=read_only)
+    _check_version(path, con)
+    if _stored_version(con) is None:
+        if read_only:
+            raise OfaError(f"{path}: empty store")
+        _create_schema(con)
+    return con
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection):
+    """All-or-nothing: commit when the block finishes, roll back on any exception."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def ensure_task(con: duckdb.DuckDBPyConnection, task: str, metric: str) -> None:
+    """Record a task's primary metric, refusing a conflicting one."""
+    row = con.execute("SELECT metric FROM task_table WHERE task = ?", [task]).fetchone()
+    if row is None:
+        con.execute("INSERT INTO task_table VALUES (?, ?)", [task, metric])
+    elif row[0] != metric:
+        raise OfaError(f"task {task!r} is stored with metric {row[0]!r}, not {metric!r}")
+
+
+def ensure_eval_set(con, task, dataset, language, split, role, n_examples=None) -> int:
+    """The id of an evaluation set, inserting it when new."""
+    key = [task, dataset, language, split]
+    row = con.execute(
+        "SELECT eval_set_id, role FROM eval_set_table WHERE task=? AND dataset=? AND language=? AND split=?",
+        key,
+    ).fetchone()
+    if row is not None:
+        if row[1] != role:
+            raise OfaError(f"evaluation set {dataset}/{language}/{split} is stored with role {row[1]!r}, not {role!r}")
+        return row[0]
+    return con.execute(
+        "INSERT INTO eval_set_table (task, dataset, language, split, role, n_examples) "
+        "VALUES (?, ?, ?, ?, ?, ?) RETURNING eval_set_id",
+        key + [role, n_examples],
+    ).fetchone()[0]
