@@ -9,7 +9,7 @@ from pathlib import Path
 from ofa_eval.errors import OfaError
 from ofa_eval.formatting import PROTOCOL_COLUMNS
 from ofa_eval.protocol import STRATEGIES, DrawOptions, compute_protocol, pools_in_store
-from ofa_eval.store import open_store
+from ofa_eval.store import connected
 
 DEFAULT_TOLERANCE = 0.1
 
@@ -76,7 +76,11 @@ def _compare(expected: dict, actual: dict) -> list[str]:
 def check_tables(db_path: str, paths, options: DrawOptions, soup_k: int) -> tuple[list[str], int]:
     """Failure lines and the number of cells checked."""
     expected = [row for path in paths for row in read_table(path)]
-    con = open_store(db_path, read_only=True)
+    with connected(db_path, read_only=True) as con:
+        return _check_pools(con, expected, options, soup_k)
+
+
+def _check_pools(con, expected: list[dict], options: DrawOptions, soup_k: int) -> tuple[list[str], int]:
     failures, checked = [], 0
     for (task, model), rows in _by_pool(expected).items():
         pairs = list(dict.fromkeys((r["strategy"], r["variant"]) for r in rows))

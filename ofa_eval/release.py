@@ -225,7 +225,10 @@ class _Importer:
         stored = _frame(self.con.execute(
             "SELECT model, recipe, approach, member_key FROM average_table WHERE task = ?", [self.spec.task]),
             dict.fromkeys(["model", "recipe", "approach", "member_key"], pl.String))
-        fresh = averages.join(stored, on=["model", "recipe", "approach", "member_key"], how="anti")
+        keys = ["model", "recipe", "approach", "member_key"]
+        # a member set drawn twice (two draws sharing their first run) is one model
+        averages = averages.unique(subset=keys, keep="first", maintain_order=True)
+        fresh = averages.join(stored, on=keys, how="anti")
         if fresh.is_empty():
             return 0, 0
         header = fresh.select(pl.lit(self.spec.task).alias("task"), "model", "recipe", "approach", "member_key",
@@ -288,7 +291,7 @@ class _Importer:
 
     def _insert_draw(self, model, draw, recipe, order, run_ids) -> int:
         exists = self.con.execute("SELECT count(*) FROM draw_table WHERE task=? AND model=? AND draw=? AND recipe=?",
-                                  [self.spec.task, model, draw, recipe]).fetchone()[0]
+                                  [self.spec.task, model, draw, recipe]).fetchall()[0][0]
         if exists:
             return 0
         self.con.executemany(

@@ -36,11 +36,11 @@ def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
 def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
     has_info = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_info'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not has_info:
         return None
-    row = con.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else None
+    rows = con.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -55,7 +55,7 @@ def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
 def _check_version(path: str, con: duckdb.DuckDBPyConnection) -> None:
     version = _stored_version(con)
     if version is None:
-        tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchone()[0]
+        tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]
         if tables:
             raise OfaError(f"{path}: a DuckDB file, but not an ofa-eval store (no store_info table)")
         return
@@ -83,6 +83,16 @@ def open_store(path: str, *, read_only: bool = False, must_exist: bool = False):
 
 
 @contextlib.contextmanager
+def connected(path: str, *, read_only: bool = False, must_exist: bool = False):
+    """`open_store` as a context manager that always closes the connection."""
+    con = open_store(path, read_only=read_only, must_exist=must_exist)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
 def transaction(con: duckdb.DuckDBPyConnection):
     """All-or-nothing: commit when the block finishes, roll back on any exception."""
     con.execute("BEGIN TRANSACTION")
@@ -96,26 +106,27 @@ def transaction(con: duckdb.DuckDBPyConnection):
 
 def ensure_task(con: duckdb.DuckDBPyConnection, task: str, metric: str) -> None:
     """Record a task's primary metric, refusing a conflicting one."""
-    row = con.execute("SELECT metric FROM task_table WHERE task = ?", [task]).fetchone()
-    if row is None:
+    rows = con.execute("SELECT metric FROM task_table WHERE task = ?", [task]).fetchall()
+    if not rows:
         con.execute("INSERT INTO task_table VALUES (?, ?)", [task, metric])
-    elif row[0] != metric:
-        raise OfaError(f"task {task!r} is stored with metric {row[0]!r}, not {metric!r}")
+    elif rows[0][0] != metric:
+        raise OfaError(f"task {task!r} is stored with metric {rows[0][0]!r}, not {metric!r}")
 
 
 def ensure_eval_set(con, task, dataset, language, split, role, n_examples=None) -> int:
     """The id of an evaluation set, inserting it when new."""
     key = [task, dataset, language, split]
-    row = con.execute(
+    rows = con.execute(
         "SELECT eval_set_id, role FROM eval_set_table WHERE task=? AND dataset=? AND language=? AND split=?",
         key,
-    ).fetchone()
-    if row is not None:
-        if row[1] != role:
-            raise OfaError(f"evaluation set {dataset}/{language}/{split} is stored with role {row[1]!r}, not {role!r}")
-        return row[0]
+    ).fetchall()
+    if rows:
+        eval_set_id, stored_role = rows[0]
+        if stored_role != role:
+            raise OfaError(f"evaluation set {dataset}/{language}/{split} is stored with role {stored_role!r}, not {role!r}")
+        return eval_set_id
     return con.execute(
         "INSERT INTO eval_set_table (task, dataset, language, split, role, n_examples) "
         "VALUES (?, ?, ?, ?, ?, ?) RETURNING eval_set_id",
         key + [role, n_examples],
-    ).fetchone()[0]
+    ).fetchall()[0][0]

@@ -34,12 +34,10 @@ def _options(replay, exclude, n_draws, seed):
 @click.command("protocol")
 @click.option("--task", "tasks", multiple=True, help="Task(s) to evaluate (default: every task in the store).")
 @click.option("--model", "models", multiple=True, help="Model(s) to evaluate (default: every model in the store).")
-@click.option("--strategy", "strategies", multiple=True,
-              type=click.Choice(["max-src-dev", "max-trg-dev", "accumulative", "soup"]),
-              help="Strategy (repeatable; default: all, as with --all).")
-@click.option("--variant", "variants", multiple=True,
-              type=click.Choice(["last", "src-dev", "ca", "trg-dev"]),
-              help="Model variant (repeatable; default: every variant the strategy takes).")
+@click.option("--strategy", "strategies", multiple=True, metavar="NAME",
+              help="max-src-dev, max-trg-dev, accumulative or soup (repeatable; default: all, as with --all).")
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help="last, src-dev, ca or trg-dev (repeatable; default: every variant the strategy takes).")
 @click.option("--all", "all_pairs", is_flag=True, help="Every strategy/variant pair of the paper's Tables 1 and 2.")
 @draw_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
@@ -61,11 +59,10 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
     """
     from ofa_eval.formatting import render_protocol
     from ofa_eval.protocol import compute_protocol, pools_in_store, strategy_pairs
-    from ofa_eval.store import open_store, transaction
+    from ofa_eval.store import connected, transaction
 
     pairs = strategy_pairs(() if all_pairs else strategies, () if all_pairs else variants, soup_k)
-    con = open_store(ctx.obj["db_path"], must_exist=True)
-    with transaction(con):
+    with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
         pools = pools_in_store(con, tasks, models)
         rows, notes = compute_protocol(con, pools, pairs, _options(replay, exclude, n_draws, seed),
                                        max_runs, soup_k, skip_incomplete=not (tasks and models))
@@ -109,10 +106,10 @@ def grid(ctx, task, model, fmt):
     """
     from ofa_eval.formatting import render_rows
     from ofa_eval.hyperparameters import grid_rows
-    from ofa_eval.store import open_store
+    from ofa_eval.store import connected
 
-    con = open_store(ctx.obj["db_path"], read_only=True)
-    rows, columns = grid_rows(con, task, model)
+    with connected(ctx.obj["db_path"], read_only=True) as con:
+        rows, columns = grid_rows(con, task, model)
     click.echo(render_rows(rows, columns, fmt, digits=2))
 
 

@@ -23,10 +23,11 @@ def import_ofa_xlt(ctx, directory):
     from pathlib import Path
 
     from ofa_eval.release import import_release
-    from ofa_eval.store import open_store
+    from ofa_eval.store import connected
 
-    con = open_store(ctx.obj["db_path"])
-    for summary in import_release(con, Path(directory)):
+    with connected(ctx.obj["db_path"]) as con:
+        summaries = import_release(con, Path(directory))
+    for summary in summaries:
         click.echo(f"{summary.task}: {summary.runs_added} runs, {summary.averages_added} averaged models, "
                    f"{summary.draws_added} draws, {summary.scores_added} scores added")
 
@@ -46,17 +47,17 @@ def sql(ctx, query, fmt):
 
     from ofa_eval.errors import OfaError
     from ofa_eval.formatting import render_rows
-    from ofa_eval.store import open_store
+    from ofa_eval.store import connected
 
-    con = open_store(ctx.obj["db_path"], read_only=True)
-    try:
-        cursor = con.execute(query)
-    except duckdb.Error as error:
-        raise OfaError(f"query failed: {str(error).splitlines()[0]}") from None
-    if cursor.description is None:
-        return
-    columns = [d[0] for d in cursor.description]
-    rows = [dict(zip(columns, values)) for values in cursor.fetchall()]
+    with connected(ctx.obj["db_path"], read_only=True) as con:
+        try:
+            cursor = con.execute(query)
+        except duckdb.Error as error:
+            raise OfaError(f"query failed: {str(error).splitlines()[0]}") from None
+        if cursor.description is None:
+            return
+        columns = [d[0] for d in cursor.description]
+        rows = [dict(zip(columns, values)) for values in cursor.fetchall()]
     click.echo(render_rows(rows, columns, fmt))
 
 

@@ -1,0 +1,124 @@
+"""Bad input: a one-line error, exit code 2, and nothing in the store changes."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from synthetic_release import write_release
+
+COUNTS = " UNION ALL ".join(
+    f"SELECT '{t}' AS t, count(*) AS n FROM {t}"
+    for t in ["run_table", "score_table", "average_table", "draw_table", "protocol_result_table"])
+
+
+@pytest.fixture
+def store(tmp_path, cli):
+    release = tmp_path / "release"
+    release.mkdir()
+    write_release(release)
+    assert cli("import", "ofa-xlt", release).exit_code == 0
+    return cli
+
+
+def counts(cli):
+    return cli("sql", COUNTS, "--format", "csv").stdout
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--task", "pos"], "unknown task 'pos'"),
+    (["--model", "gpt"], "unknown model 'gpt'"),
+    (["--strategy", "best"], "unknown strategy 'best'"),
+    (["--variant", "first"], "unknown variant 'first'"),
+    (["--strategy", "max-trg-dev", "--variant", "last"], "no strategy among max-trg-dev takes variant(s) last"),
+    (["--strategy", "max-src-dev", "-R", "7"], "--max-runs 7 exceeds the 6 distinct"),
+    (["--strategy", "max-src-dev", "--replay", "-R", "5"], "--max-runs 5 exceeds recorded draw"),
+    (["--strategy", "max-src-dev", "--replay", "--exclude-draw", "9"], "no recorded draw '9'"),
+    (["--strategy", "max-src-dev", "--exclude-draw", "1"], "add --replay"),
+])
+def test_bad_protocol_arguments(store, args, fragment):
+    before = counts(store)
+    assert_one_line_error(store("protocol", "--task", "nli", *args) if "--task" not in args
+                          else store("protocol", *args), fragment)
+    assert counts(store) == before
+
+
+def test_missing_and_empty_store(cli, tmp_path):
+    assert_one_line_error(cli("protocol"), "no store here")
+    assert_one_line_error(cli("sql", "SELECT 1"), "no store here")
+    empty = tmp_path / "release"
+    empty.mkdir()
+    assert_one_line_error(cli("import", "ofa-xlt", empty), "nli_zs.parquet: file not found")
+    assert_one_line_error(cli("protocol"), "the store has no runs")
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt", "column"])
+def test_failed_import_leaves_the_store_untouched(store, tmp_path, damage):
+    other = tmp_path / "other"
+    other.mkdir()
+    write_release(other, model="second-model", seed=5, drop="ner_ra" if damage == "missing" else None)
+    if damage == "corrupt":
+        (other / "ner_ra.parquet").write_bytes(b"PAR1 this is not parquet")
+    if damage == "column":
+        import polars as pl
+
+        pl.read_parquet(other / "ner_zs.parquet").drop("validation_oracle").write_parquet(other / "ner_zs.parquet")
+    before = counts(store)
+    assert_one_line_error(store("import", "ofa-xlt", other), "ner_")
+    assert counts(store) == before
+
+
+def test_sql_is_read_only(store):
+    before = counts(store)
+    assert_one_line_error(store("sql", "DELETE FROM run_table"), "read-only")
+    assert_one_line_error(store("sql", "CREATE TABLE x (a INT)"), "read-only")
+    assert counts(store) == before
+    assert store("sql", "SELECT count(*) AS n FROM runs", "--format", "csv").stdout.strip() == "n\n36"
+
+
+def test_locked_store(store):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, sys, time
+            con = duckdb.connect({str(store.db)!r})
+            print("locked", flush=True)
+            time.sleep(30)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert_one_line_error(store("protocol", "--task", "nli", "--strategy", "max-src-dev", "-R", "2"),
+                              "locked by another process")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("task,model,strategy\nnli,m,max-src-dev\n", "missing column(s) variant"),
+    ("task,model,strategy,variant,runs,mean,std,draws\nnli,tiny-model,max-src-dev,src-dev,two,1,,\n",
+     "bad.csv:2: column 'runs' is not a number"),
+    ("task,model,strategy,variant,runs,mean,std,draws\nnli,tiny-model,soup,ca,1,1,,\n",
+     "bad.csv:2: unknown strategy/variant soup/ca"),
+    ("task,model,strategy,variant,runs,mean,std,draws\n", "no rows"),
+])
+def test_malformed_benchmark_table(store, tmp_path, content, fragment):
+    table = tmp_path / "bad.csv"
+    table.write_text(content)
+    assert_one_line_error(store("check", table), fragment)
+
+
+def test_newer_schema_is_refused(store):
+    import duckdb
+
+    con = duckdb.connect(str(store.db))
+    con.execute("UPDATE store_info SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    assert_one_line_error(store("protocol"), "schema version 99 is newer")

@@ -1,0 +1,133 @@
+"""The protocol on a small synthetic release, against a brute-force plain-Python reimplementation."""
+
+import csv
+import io
+import statistics
+
+import pytest
+
+from synthetic_release import RECIPE_WEIGHTS, write_release
+
+VARIANT_COLUMN = {"last": "last", "src-dev": "oracle-source", "ca": "avg-ckpt", "trg-dev": "oracle"}
+
+
+@pytest.fixture
+def synthetic(tmp_path, cli):
+    release_dir = tmp_path / "release"
+    release_dir.mkdir()
+    truth = write_release(release_dir, n_draws=3, max_r=4)
+    result = cli("import", "ofa-xlt", release_dir)
+    assert result.exit_code == 0, result.output
+    return truth
+
+
+def _rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def brute_force_selection(truth, task, strategy, variant, draw_ids, r):
+    """Plain Python: the target score of the first-best run among the first r of a draw."""
+    runs = truth.runs[task]
+    best = None
+    for run_id in draw_ids[:r]:
+        key = "target_dev" if strategy == "max-trg-dev" else f"source_dev_{VARIANT_COLUMN[variant]}"
+        if best is None or runs[run_id][key] > runs[best][key]:
+            best = run_id
+    return runs[best][f"target_{VARIANT_COLUMN[variant]}"]
+
+
+def brute_force_average(truth, task, recipe, draw_ids, r):
+    return truth.averages[task][(recipe, tuple(sorted(draw_ids[:r])))]
+
+
+def expected(truth, task, strategy, variant, draws, r):
+    values = []
+    for ids in draws:
+        if strategy in ("max-src-dev", "max-trg-dev"):
+            values.append(brute_force_selection(truth, task, strategy, variant, ids, r))
+        else:
+            recipe = "soup-top5" if strategy == "soup" else variant
+            values.append(brute_force_average(truth, task, recipe, ids, r))
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+@pytest.mark.parametrize("task", ["nli", "tydiqa", "ner"])
+def test_replayed_protocol_matches_brute_force(cli, synthetic, task):
+    result = cli("protocol", "--task", task, "--model", "tiny-model", "--all", "--replay", "--max-runs", 4,
+                 "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = _rows(result.stdout)
+    assert len(rows) == 8 * 4
+    draws = [synthetic.draws[task][label] for label in sorted(synthetic.draws[task])]
+    for row in rows:
+        mean, std = expected(synthetic, task, row["strategy"], row["variant"], draws, int(row["runs"]))
+        assert float(row["mean"]) == pytest.approx(mean, abs=1e-5)
+        assert float(row["std"]) == pytest.approx(std, abs=1e-5)
+        assert int(row["draws"]) == 3
+
+
+def test_excluded_draws_are_left_out(cli, synthetic):
+    result = cli("protocol", "--task", "nli", "--model", "tiny-model", "--strategy", "accumulative",
+                 "--variant", "ca", "--replay", "--exclude-draw", "1", "-R", 4, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    draws = [synthetic.draws["nli"][label] for label in ("0", "2")]
+    for row in _rows(result.stdout):
+        mean, _ = expected(synthetic, "nli", "accumulative", "ca", draws, int(row["runs"]))
+        assert float(row["mean"]) == pytest.approx(mean, abs=1e-5)
+        assert row["draws"] == "2"
+
+
+def test_fresh_draws_are_deterministic_and_follow_the_sampling_scheme(cli, synthetic):
+    def run(seed):
+        result = cli("protocol", "--task", "ner", "--model", "tiny-model", "--strategy", "max-src-dev",
+                     "--draws", 7, "--seed", seed, "-R", 6, "--format", "csv")
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+    from ofa_eval.protocol import sample_draws
+    from ofa_eval.store import open_store
+    from ofa_eval.protocol import load_pool
+
+    pool = load_pool(open_store(str(cli.db)), "ner", "tiny-model")
+    draws = sample_draws(pool, 50, 6, seed=11)
+    for runs in draws.runs:
+        configs = [pool.config[r] for r in runs]
+        assert len(set(configs)) == 6  # R distinct configurations, one seed each
+
+
+def test_results_are_written_to_the_store(cli, synthetic):
+    cli("protocol", "--task", "nli", "--model", "tiny-model", "--strategy", "soup", "--replay", "-R", 2)
+    result = cli("sql", "SELECT strategy, variant, runs, draws, settings FROM protocol_results ORDER BY runs",
+                 "--format", "json")
+    import json
+
+    stored = json.loads(result.stdout)
+    assert [(r["strategy"], r["variant"], r["runs"], r["draws"]) for r in stored] == [
+        ("soup", "top5", 1, 3), ("soup", "top5", 2, 3)]
+    assert json.loads(stored[0]["settings"])["draws"] == "recorded"
+
+
+def test_fresh_draws_without_averaged_models_name_the_missing_member_sets(cli, synthetic):
+    result = cli("protocol", "--task", "nli", "--model", "tiny-model", "--strategy", "accumulative",
+                 "--draws", 5, "--seed", 123, "-R", 4)
+    assert result.exit_code == 2
+    assert "averaged model(s) have no scores" in result.stderr
+    assert "ofa-eval materialize" in result.stderr
+
+
+def test_import_is_idempotent(cli, synthetic, tmp_path):
+    tables = ["run_table", "score_table", "average_table", "average_member_table", "draw_table", "eval_set_table"]
+    query = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables)
+    before = cli("sql", query, "--format", "csv").stdout
+    assert cli("import", "ofa-xlt", tmp_path / "release").exit_code == 0
+    assert cli("sql", query, "--format", "csv").stdout == before
+
+
+def test_recipes_map_to_release_weights():
+    from ofa_eval.release import recipe_name
+
+    for recipe, weights in RECIPE_WEIGHTS.items():
+        assert recipe_name(weights) == recipe
