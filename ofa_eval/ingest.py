@@ -1,0 +1,269 @@
+"""`ofa-eval ingest`: load complete run folders (docs/artifacts.md) into the store.
+
+Each run's predictions are scored with its task's metric; the run variants the protocol needs
+are derived from the snapshot scores:
+- LAST: the last snapshot;
+- SRC-DEV: the snapshot with the best source-language validation score (earliest on a tie);
+- CA: the run's within-run checkpoint average (its own predictions, subject `ca`);
+- TRG-DEV: for each target language, the snapshot with the best validation score in that
+  language; the run's `target-dev` criterion is the mean of those best validation scores.
+
+Everything is read and checked before the store is touched; then one transaction writes it all.
+Weights are never unpickled: only safetensors headers are read, to catch truncated files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from ofa_eval.errors import OfaError
+from ofa_eval.store import ensure_eval_set, ensure_task, transaction
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "state", "task", "model", "learning_rate", "batch_size", "seed",
+                 "snapshots", "eval_sets")
+PREDICTION_COLUMNS = {"nli": "label", "qa": "answer", "ner": "tags"}
+GOLD_COLUMNS = {"nli": "label", "qa": "answers", "ner": "tags"}
+
+
+@dataclass
+class ScoredRun:
+    """One run folder, read, checked and scored; nothing written yet."""
+
+    path: Path
+    manifest: dict
+    metric_name: str
+    snapshots: list[dict]
+    # (subject, dataset, language, split) -> {metric: value}
+    scores: dict[tuple[str, str, str, str], dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def external_id(self) -> str:
+        return self.manifest.get("run_name") or self.path.name
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders under `root` (folders holding a manifest.json), or `root` itself."""
+    root = Path(root)
+    if not root.is_dir():
+        raise OfaError(f"{root}: not a directory")
+    if (root / "manifest.json").is_file():
+        return [root]
+    return sorted(p.parent for p in root.rglob("manifest.json"))
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = run_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise OfaError(f"{path}: not a readable JSON manifest ({error})") from None
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise OfaError(f"{path}: missing key(s) {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise OfaError(f"{path}: artifact format {manifest['format_version']} (this ofa-eval reads {FORMAT_VERSION})")
+    return manifest
+
+
+def _read_parquet(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
+    if not path.is_file():
+        raise OfaError(f"{path}: file not found")
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as error:  # polars raises several error types for a broken file
+        raise OfaError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise OfaError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def check_safetensors(path: Path, expected_bytes: int | None) -> None:
+    """A cheap integrity check: the header parses and the data fits the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            header_length = struct.unpack("<Q", handle.read(8))[0]
+            header = json.loads(handle.read(header_length))
+    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OfaError(f"{path}: not a readable safetensors file ({error})") from None
+    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    if 8 + header_length + max(ends, default=0) > size:
+        raise OfaError(f"{path}: truncated safetensors file ({size} bytes)")
+    if expected_bytes is not None and expected_bytes != size:
+        raise OfaError(f"{path}: {size} bytes, the manifest says {expected_bytes}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _subjects(manifest: dict) -> list[str]:
+    subjects = [f"snapshot-{s['index']:02d}" for s in manifest["snapshots"]]
+    return subjects + (["ca"] if manifest.get("ca") is not None else [])
+
+
+def score_run(run_dir: Path) -> ScoredRun:
+    """Read, check and score one complete run folder."""
+    from ofa_eval.metrics import get_metric
+
+    manifest = read_manifest(run_dir)
+    task = manifest["task"]
+    if task not in PREDICTION_COLUMNS:
+        raise OfaError(f"{run_dir / 'manifest.json'}: unknown task {task!r}")
+    metric = get_metric(task)
+    run = ScoredRun(run_dir, manifest, metric.name, _checked_snapshots(run_dir, manifest))
+    for eval_set in manifest["eval_sets"]:
+        gold = _read_parquet(run_dir / eval_set["gold"], ("example_id", GOLD_COLUMNS[task]))
+        for subject in _subjects(manifest):
+            name = f"{eval_set['dataset']}__{eval_set['language']}__{eval_set['split']}.parquet"
+            path = run_dir / "predictions" / subject / name
+            predictions = _read_parquet(path, ("example_id", PREDICTION_COLUMNS[task]))
+            joined = gold.join(predictions, on="example_id", how="left", suffix="_pred")
+            prediction_column = PREDICTION_COLUMNS[task] + ("_pred" if task != "qa" else "")
+            if joined[prediction_column].null_count():
+                raise OfaError(f"{path}: no prediction for {joined[prediction_column].null_count()} gold example(s)")
+            stats = metric.example_stats(joined[GOLD_COLUMNS[task]].to_list(), joined[prediction_column].to_list())
+            values = metric.aggregate(stats)
+            key = (subject, eval_set["dataset"], eval_set["language"], eval_set["split"])
+            run.scores[key] = {name: float(values[name]) for name in metric.names}
+    if manifest.get("ca") and manifest["ca"].get("weights"):
+        check_safetensors(run_dir / manifest["ca"]["weights"], manifest["ca"].get("bytes"))
+    return run
+
+
+def _checked_snapshots(run_dir: Path, manifest: dict) -> list[dict]:
+    snapshots = []
+    for snapshot in manifest["snapshots"]:
+        weights = snapshot.get("weights")
+        record = {"index": snapshot["index"], "step": snapshot["step"], "epoch": snapshot.get("epoch"),
+                  "weights_path": None, "sha256": None, "bytes": None}
+        if weights:
+            path = run_dir / weights
+            check_safetensors(path, snapshot.get("bytes"))
+            record.update(weights_path=str(path.resolve()), bytes=path.stat().st_size,
+                          sha256=snapshot.get("sha256") or file_sha256(path))
+        snapshots.append(record)
+    if not snapshots:
+        raise OfaError(f"{run_dir / 'manifest.json'}: no snapshots")
+    return snapshots
+
+
+def derive_variants(run: ScoredRun) -> tuple[dict, float | None]:
+    """Run-variant scores {(variant, dataset, language, split): {metric: value}} and target-dev."""
+    metric = run.metric_name
+    eval_sets = run.manifest["eval_sets"]
+    snapshots = [f"snapshot-{s['index']:02d}" for s in sorted(run.manifest["snapshots"], key=lambda s: s["index"])]
+    source_dev = [(e["dataset"], e["language"]) for e in eval_sets if e["role"] == "source" and e["split"] == "validation"]
+    if not source_dev:
+        raise OfaError(f"{run.path / 'manifest.json'}: no source-language validation set")
+    by_source = [run.scores[(s, *source_dev[0], "validation")][metric] for s in snapshots]
+    chosen = {"last": snapshots[-1], "src-dev": snapshots[by_source.index(max(by_source))]}
+    if "ca" in _subjects(run.manifest):
+        chosen["ca"] = "ca"
+    variants = {}
+    for variant, subject in chosen.items():
+        for (s, dataset, language, split), values in run.scores.items():
+            if s == subject:
+                variants[(variant, dataset, language, split)] = values
+    best_dev = []
+    for e in eval_sets:
+        if e["role"] != "target" or e["split"] != "test":
+            continue
+        dev_key = (e["dataset"], e["language"], "validation")
+        if not any((s, *dev_key) in run.scores for s in snapshots):
+            continue
+        dev = [run.scores[(s, *dev_key)][metric] for s in snapshots]
+        best = snapshots[dev.index(max(dev))]
+        best_dev.append(max(dev))
+        variants[("trg-dev", e["dataset"], e["language"], "test")] = run.scores[(best, e["dataset"], e["language"], "test")]
+    target_dev = sum(best_dev) / len(best_dev) if best_dev else None
+    return variants, target_dev
+
+
+@dataclass
+class IngestSummary:
+    ingested: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
+
+
+def ingest(con, root: Path, progress: bool = False) -> IngestSummary:
+    """Ingest every complete, not yet ingested run under `root` in one transaction."""
+    summary = IngestSummary()
+    pending = []
+    for run_dir in find_runs(root):
+        manifest = read_manifest(run_dir)
+        name = manifest.get("run_name") or run_dir.name
+        if manifest["state"] != "complete":
+            summary.incomplete.append(name)
+        elif _is_ingested(con, manifest, name):
+            summary.already.append(name)
+        else:
+            pending.append(run_dir)
+    scored = [score_run(run_dir) for run_dir in _progress(pending, progress, "scoring runs")]
+    with transaction(con):
+        for run in scored:
+            _write_run(con, run)
+            summary.ingested.append(run.external_id)
+    return summary
+
+
+def _progress(items, enabled: bool, description: str):
+    if not enabled or not items:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=description, unit="run")
+
+
+def _is_ingested(con, manifest: dict, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM run_table WHERE task=? AND model=? AND external_id=?",
+                            [manifest["task"], manifest["model"], name]).fetchall()[0][0])
+
+
+def _write_run(con, run: ScoredRun) -> None:
+    m = run.manifest
+    ensure_task(con, m["task"], run.metric_name)
+    run_id = con.execute(
+        "INSERT INTO run_table (task, model, learning_rate, batch_size, seed, epochs, external_id, origin, path) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, 'ingest', ?) RETURNING run_id",
+        [m["task"], m["model"], m["learning_rate"], m["batch_size"], m["seed"], m.get("epochs"),
+         run.external_id, str(run.path.resolve())]).fetchall()[0][0]
+    snapshot_ids = {}
+    for s in run.snapshots:
+        snapshot_ids[f"snapshot-{s['index']:02d}"] = con.execute(
+            "INSERT INTO snapshot_table (run_id, snapshot_index, step, epoch, weights_path, weights_sha256, "
+            "weights_bytes) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING snapshot_id",
+            [run_id, s["index"], s["step"], s["epoch"], s["weights_path"], s["sha256"], s["bytes"]]).fetchall()[0][0]
+    eval_set_ids = {(e["dataset"], e["language"], e["split"]): ensure_eval_set(
+        con, m["task"], e["dataset"], e["language"], e["split"], e["role"], e.get("n_examples"))
+        for e in m["eval_sets"]}
+    rows = []
+    for (subject, dataset, language, split), values in run.scores.items():
+        if subject in snapshot_ids:
+            rows += [(None, None, snapshot_ids[subject], eval_set_ids[(dataset, language, split)], k, v)
+                     for k, v in values.items()]
+    variants, target_dev = derive_variants(run)
+    for (variant, dataset, language, split), values in variants.items():
+        rows += [(run_id, variant, None, eval_set_ids[(dataset, language, split)], k, v) for k, v in values.items()]
+    frame = pl.DataFrame(rows, orient="row", schema={
+        "run_id": pl.Int64, "variant": pl.String, "snapshot_id": pl.Int64, "eval_set_id": pl.Int64,
+        "metric": pl.String, "value": pl.Float64})
+    con.register("incoming_scores", frame.to_arrow())
+    con.execute("INSERT INTO score_table (run_id, variant, snapshot_id, eval_set_id, metric, value) "
+                "SELECT * FROM incoming_scores")
+    con.unregister("incoming_scores")
+    if target_dev is not None:
+        con.execute("INSERT INTO selection_table VALUES (?, 'trg-dev', 'target-dev', ?)", [run_id, target_dev])
