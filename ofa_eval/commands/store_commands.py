@@ -32,6 +32,31 @@ def import_ofa_xlt(ctx, directory):
                    f"{summary.draws_added} draws, {summary.scores_added} scores added")
 
 
+@click.command("ingest")
+@click.argument("runs", type=click.Path(file_okay=False))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def ingest(ctx, runs, quiet):
+    """Load the complete run folders under RUNS (written by the producers) into the store.
+
+    Predictions are scored with each task's metric and the LAST, SRC-DEV, CA and TRG-DEV
+    variants are derived from the snapshot scores. Runs already in the store are skipped, so
+    ingesting again changes nothing; incomplete runs are skipped and listed. A corrupt or
+    truncated file stops the whole call with an error naming it, and the store stays as it was.
+    """
+    from pathlib import Path
+
+    from ofa_eval.ingest import ingest as ingest_runs
+    from ofa_eval.store import connected
+
+    with connected(ctx.obj["db_path"]) as con:
+        summary = ingest_runs(con, Path(runs), progress=not quiet)
+    click.echo(f"{len(summary.ingested)} run(s) ingested, {len(summary.already)} already in the store, "
+               f"{len(summary.incomplete)} incomplete")
+    for name in summary.incomplete:
+        click.echo(f"note: skipped incomplete run {name}", err=True)
+
+
 @click.command("sql")
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
@@ -61,4 +86,4 @@ def sql(ctx, query, fmt):
     click.echo(render_rows(rows, columns, fmt))
 
 
-COMMANDS = [import_group, sql]
+COMMANDS = [import_group, ingest, sql]
