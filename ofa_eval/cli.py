@@ -52,9 +52,9 @@ def main(ctx, db_path):
 
 
 def _register_commands():
-    from ofa_eval.commands import results, store_commands
+    from ofa_eval.commands import pipeline, results, store_commands
 
-    for module in (store_commands, results):
+    for module in (store_commands, results, pipeline):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -40,6 +40,7 @@ class ScoredRun:
     manifest: dict
     metric_name: str
     snapshots: list[dict]
+    ca_weights: dict | None = None
     # (subject, dataset, language, split) -> {metric: value}
     scores: dict[tuple[str, str, str, str], dict[str, float]] = field(default_factory=dict)
 
@@ -139,7 +140,9 @@ def score_run(run_dir: Path) -> ScoredRun:
             key = (subject, eval_set["dataset"], eval_set["language"], eval_set["split"])
             run.scores[key] = {name: float(values[name]) for name in metric.names}
     if manifest.get("ca") and manifest["ca"].get("weights"):
-        check_safetensors(run_dir / manifest["ca"]["weights"], manifest["ca"].get("bytes"))
+        path = run_dir / manifest["ca"]["weights"]
+        check_safetensors(path, manifest["ca"].get("bytes"))
+        run.ca_weights = {"weights_path": str(path.resolve()), "sha256": manifest["ca"].get("sha256") or file_sha256(path)}
     return run
 
 
@@ -160,20 +163,38 @@ def _checked_snapshots(run_dir: Path, manifest: dict) -> list[dict]:
     return snapshots
 
 
+def _snapshot_subjects(run: ScoredRun) -> list[str]:
+    return [f"snapshot-{s['index']:02d}" for s in sorted(run.manifest["snapshots"], key=lambda s: s["index"])]
+
+
+def chosen_subjects(run: ScoredRun) -> dict[str, str]:
+    """Which subject each variant is: LAST, the best source-dev snapshot (earliest on a tie), CA."""
+    snapshots = _snapshot_subjects(run)
+    source_dev = [(e["dataset"], e["language"]) for e in run.manifest["eval_sets"]
+                  if e["role"] == "source" and e["split"] == "validation"]
+    if not source_dev:
+        raise OfaError(f"{run.path / 'manifest.json'}: no source-language validation set")
+    by_source = [run.scores[(s, *source_dev[0], "validation")][run.metric_name] for s in snapshots]
+    chosen = {"last": snapshots[-1], "src-dev": snapshots[by_source.index(max(by_source))]}
+    if "ca" in _subjects(run.manifest):
+        chosen["ca"] = "ca"
+    return chosen
+
+
+def variant_weights(run: ScoredRun) -> dict[str, tuple[str, str]]:
+    """{variant: (weights path, sha256)} for the variants whose weights were kept."""
+    files = {f"snapshot-{s['index']:02d}": (s["weights_path"], s["sha256"]) for s in run.snapshots}
+    files["ca"] = (run.ca_weights["weights_path"], run.ca_weights["sha256"]) if run.ca_weights else (None, None)
+    return {variant: files[subject] for variant, subject in chosen_subjects(run).items() if files[subject][0]}
+
+
 def derive_variants(run: ScoredRun) -> tuple[dict, float | None]:
     """Run-variant scores {(variant, dataset, language, split): {metric: value}} and target-dev."""
     metric = run.metric_name
     eval_sets = run.manifest["eval_sets"]
-    snapshots = [f"snapshot-{s['index']:02d}" for s in sorted(run.manifest["snapshots"], key=lambda s: s["index"])]
-    source_dev = [(e["dataset"], e["language"]) for e in eval_sets if e["role"] == "source" and e["split"] == "validation"]
-    if not source_dev:
-        raise OfaError(f"{run.path / 'manifest.json'}: no source-language validation set")
-    by_source = [run.scores[(s, *source_dev[0], "validation")][metric] for s in snapshots]
-    chosen = {"last": snapshots[-1], "src-dev": snapshots[by_source.index(max(by_source))]}
-    if "ca" in _subjects(run.manifest):
-        chosen["ca"] = "ca"
+    snapshots = _snapshot_subjects(run)
     variants = {}
-    for variant, subject in chosen.items():
+    for variant, subject in chosen_subjects(run).items():
         for (s, dataset, language, split), values in run.scores.items():
             if s == subject:
                 variants[(variant, dataset, language, split)] = values
@@ -267,3 +288,5 @@ def _write_run(con, run: ScoredRun) -> None:
     con.unregister("incoming_scores")
     if target_dev is not None:
         con.execute("INSERT INTO selection_table VALUES (?, 'trg-dev', 'target-dev', ?)", [run_id, target_dev])
+    for variant, (path, sha256) in variant_weights(run).items():
+        con.execute("INSERT INTO run_weight_table VALUES (?, ?, ?, ?)", [run_id, variant, path, sha256])

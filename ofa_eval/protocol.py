@@ -81,10 +81,39 @@ class Pool:
     target_test: dict[str, dict[int, float]]
     criteria: dict[str, dict[int, float]]  # variant -> run -> selection criterion
     averages: dict[tuple[str, str], float] = field(default_factory=dict)  # (recipe, member key) -> score
+    released: set[int] = field(default_factory=set)  # runs imported from the release
+    variant_weights: dict[str, dict[int, str]] = field(default_factory=dict)  # variant -> run -> sha256
+    snapshot_ranking: dict[int, list[tuple[float, int, str]]] = field(default_factory=dict)  # run -> (src dev, index, sha)
 
     @property
     def configurations(self) -> list[tuple[float, int]]:
         return sorted(set(self.config.values()))
+
+    def member_identities(self, recipe: str, run_ids: list[int]) -> list[str] | None:
+        """What an averaged model of these runs is made of, as strings for its member key.
+
+        Released runs are known by their run ids (the release averaged whole recipes of runs);
+        ingested runs by the content hashes of the weight files that get averaged. None when
+        some weights were not kept.
+        """
+        if all(run_id in self.released for run_id in run_ids):
+            return [self.external_id[run_id] for run_id in run_ids]
+        if recipe.startswith("soup-top"):
+            return self._soup_members(run_ids, int(recipe.removeprefix("soup-top")))
+        hashes = self.variant_weights.get(recipe, {})
+        return [hashes[r] for r in run_ids] if all(r in hashes for r in run_ids) else None
+
+    def _soup_members(self, run_ids: list[int], k: int) -> list[str] | None:
+        """The k snapshots with the best source validation among the runs' snapshots."""
+        candidates = [(-score, position, index, sha)
+                      for position, run_id in enumerate(run_ids)
+                      for score, index, sha in self.snapshot_ranking.get(run_id, [])]
+        chosen = sorted(candidates)[:k]
+        if len(chosen) < min(k, sum(len(self.snapshot_ranking.get(r, [])) for r in run_ids)) or not chosen:
+            return None
+        if any(sha is None for *_, sha in chosen):
+            return None
+        return [sha for *_, sha in chosen]
 
 
 def load_pool(con, task: str, model: str) -> Pool:
@@ -107,7 +136,22 @@ def load_pool(con, task: str, model: str) -> Pool:
             "SELECT recipe, member_key, target_test FROM average_scores WHERE task=? AND model=? AND approach='all'",
             [task, model]).fetchall():
         pool.averages[(recipe, key)] = value
+    _load_members(con, pool)
     return pool
+
+
+def _load_members(con, pool: Pool) -> None:
+    """Which runs are released, and the weight hashes of ingested runs' variants and snapshots."""
+    args = [pool.task, pool.model]
+    pool.released = {r for (r,) in con.execute(
+        "SELECT run_id FROM run_table WHERE task=? AND model=? AND origin='ofa-xlt'", args).fetchall()}
+    if len(pool.released) == len(pool.external_id):
+        return
+    for run_id, variant, sha in con.execute(
+            "SELECT run_id, variant, weights_sha256 FROM run_weights WHERE task=? AND model=?", args).fetchall():
+        pool.variant_weights.setdefault(variant, {})[run_id] = sha
+    for run_id, score, index, sha in con.execute(_SNAPSHOT_SOURCE_DEV_SQL, args).fetchall():
+        pool.snapshot_ranking.setdefault(run_id, []).append((score, index, sha))
 
 
 _SOURCE_DEV_SQL = """
@@ -117,6 +161,18 @@ JOIN run_table r USING (run_id)
 JOIN eval_set_table e USING (eval_set_id)
 JOIN task_table t ON t.task = e.task AND t.metric = sc.metric
 WHERE r.task = ? AND r.model = ? AND e.role = 'source' AND e.split = 'validation'
+"""
+
+
+_SNAPSHOT_SOURCE_DEV_SQL = """
+SELECT sn.run_id, sc.value, sn.snapshot_index, sn.weights_sha256
+FROM score_table sc
+JOIN snapshot_table sn USING (snapshot_id)
+JOIN run_table r ON r.run_id = sn.run_id
+JOIN eval_set_table e USING (eval_set_id)
+JOIN task_table t ON t.task = e.task AND t.metric = sc.metric
+WHERE r.task = ? AND r.model = ? AND e.role = 'source' AND e.split = 'validation'
+ORDER BY sn.run_id, sn.snapshot_index
 """
 
 
@@ -232,10 +288,10 @@ def _average_scores(pool: Pool, draws: DrawSet, recipe: str, max_runs: int) -> n
     missing = []
     for d, runs in enumerate(draws.runs):
         for r in range(1, max_runs + 1):
-            members = [pool.external_id[run_id] for run_id in runs[:r]]
-            score = pool.averages.get((recipe, member_key(members)))
+            identities = pool.member_identities(recipe, runs[:r])
+            score = None if identities is None else pool.averages.get((recipe, member_key(identities)))
             if score is None:
-                missing.append((recipe, members))
+                missing.append((recipe, [pool.external_id[run_id] for run_id in runs[:r]]))
                 score = math.nan
             out[d, r - 1] = score
     if missing:

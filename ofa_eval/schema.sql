@@ -34,6 +34,16 @@ CREATE TABLE snapshot_table (
     UNIQUE (run_id, snapshot_index)
 );
 
+-- The weights behind each run variant of an ingested run (LAST and SRC-DEV point at snapshot
+-- files, CA at the run's checkpoint average): the members that averaging reads.
+CREATE TABLE run_weight_table (
+    run_id         BIGINT NOT NULL REFERENCES run_table (run_id),
+    variant        VARCHAR NOT NULL,         -- 'last', 'src-dev' or 'ca'
+    weights_path   VARCHAR NOT NULL,
+    weights_sha256 VARCHAR NOT NULL,
+    PRIMARY KEY (run_id, variant)
+);
+
 CREATE SEQUENCE eval_set_ids START 1;
 CREATE TABLE eval_set_table (
     eval_set_id BIGINT PRIMARY KEY DEFAULT nextval('eval_set_ids'),
@@ -127,6 +137,9 @@ CREATE VIEW snapshots AS
 SELECT s.*, r.task, r.model FROM snapshot_table s JOIN run_table r USING (run_id);
 
 CREATE VIEW eval_sets AS SELECT * FROM eval_set_table;
+
+CREATE VIEW run_weights AS
+SELECT w.*, r.task, r.model FROM run_weight_table w JOIN run_table r USING (run_id);
 
 CREATE VIEW scores AS
 SELECT
