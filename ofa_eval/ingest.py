@@ -115,6 +115,31 @@ def _subjects(manifest: dict) -> list[str]:
     return subjects + (["ca"] if manifest.get("ca") is not None else [])
 
 
+def prediction_file(dataset: str, language: str, split: str) -> str:
+    return f"{dataset}__{language}__{split}.parquet"
+
+
+def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predictions_dir: Path) -> dict:
+    """{(dataset, language, split): {metric: value}} for one subject's prediction files."""
+    from ofa_eval.metrics import get_metric
+
+    metric = get_metric(task)
+    scores = {}
+    for eval_set in eval_sets:
+        gold = _read_parquet(gold_dir / eval_set["gold"], ("example_id", GOLD_COLUMNS[task]))
+        path = predictions_dir / prediction_file(eval_set["dataset"], eval_set["language"], eval_set["split"])
+        predictions = _read_parquet(path, ("example_id", PREDICTION_COLUMNS[task]))
+        joined = gold.join(predictions, on="example_id", how="left", suffix="_pred")
+        prediction_column = PREDICTION_COLUMNS[task] + ("_pred" if task != "qa" else "")
+        if joined[prediction_column].null_count():
+            raise OfaError(f"{path}: no prediction for {joined[prediction_column].null_count()} gold example(s)")
+        values = metric.aggregate(metric.example_stats(joined[GOLD_COLUMNS[task]].to_list(),
+                                                       joined[prediction_column].to_list()))
+        scores[(eval_set["dataset"], eval_set["language"], eval_set["split"])] = {
+            name: float(values[name]) for name in metric.names}
+    return scores
+
+
 def score_run(run_dir: Path) -> ScoredRun:
     """Read, check and score one complete run folder."""
     from ofa_eval.metrics import get_metric
@@ -123,22 +148,10 @@ def score_run(run_dir: Path) -> ScoredRun:
     task = manifest["task"]
     if task not in PREDICTION_COLUMNS:
         raise OfaError(f"{run_dir / 'manifest.json'}: unknown task {task!r}")
-    metric = get_metric(task)
-    run = ScoredRun(run_dir, manifest, metric.name, _checked_snapshots(run_dir, manifest))
-    for eval_set in manifest["eval_sets"]:
-        gold = _read_parquet(run_dir / eval_set["gold"], ("example_id", GOLD_COLUMNS[task]))
-        for subject in _subjects(manifest):
-            name = f"{eval_set['dataset']}__{eval_set['language']}__{eval_set['split']}.parquet"
-            path = run_dir / "predictions" / subject / name
-            predictions = _read_parquet(path, ("example_id", PREDICTION_COLUMNS[task]))
-            joined = gold.join(predictions, on="example_id", how="left", suffix="_pred")
-            prediction_column = PREDICTION_COLUMNS[task] + ("_pred" if task != "qa" else "")
-            if joined[prediction_column].null_count():
-                raise OfaError(f"{path}: no prediction for {joined[prediction_column].null_count()} gold example(s)")
-            stats = metric.example_stats(joined[GOLD_COLUMNS[task]].to_list(), joined[prediction_column].to_list())
-            values = metric.aggregate(stats)
-            key = (subject, eval_set["dataset"], eval_set["language"], eval_set["split"])
-            run.scores[key] = {name: float(values[name]) for name in metric.names}
+    run = ScoredRun(run_dir, manifest, get_metric(task).name, _checked_snapshots(run_dir, manifest))
+    for subject in _subjects(manifest):
+        scores = score_predictions(task, run_dir, manifest["eval_sets"], run_dir / "predictions" / subject)
+        run.scores.update({(subject, *key): values for key, values in scores.items()})
     if manifest.get("ca") and manifest["ca"].get("weights"):
         path = run_dir / manifest["ca"]["weights"]
         check_safetensors(path, manifest["ca"].get("bytes"))

@@ -84,6 +84,7 @@ class Pool:
     released: set[int] = field(default_factory=set)  # runs imported from the release
     variant_weights: dict[str, dict[int, str]] = field(default_factory=dict)  # variant -> run -> sha256
     snapshot_ranking: dict[int, list[tuple[float, int, str]]] = field(default_factory=dict)  # run -> (src dev, index, sha)
+    weight_paths: dict[str, str] = field(default_factory=dict)  # sha256 -> a file with that content
 
     @property
     def configurations(self) -> list[tuple[float, int]]:
@@ -147,11 +148,15 @@ def _load_members(con, pool: Pool) -> None:
         "SELECT run_id FROM run_table WHERE task=? AND model=? AND origin='ofa-xlt'", args).fetchall()}
     if len(pool.released) == len(pool.external_id):
         return
-    for run_id, variant, sha in con.execute(
-            "SELECT run_id, variant, weights_sha256 FROM run_weights WHERE task=? AND model=?", args).fetchall():
+    for run_id, variant, sha, path in con.execute(
+            "SELECT run_id, variant, weights_sha256, weights_path FROM run_weights WHERE task=? AND model=?",
+            args).fetchall():
         pool.variant_weights.setdefault(variant, {})[run_id] = sha
-    for run_id, score, index, sha in con.execute(_SNAPSHOT_SOURCE_DEV_SQL, args).fetchall():
+        pool.weight_paths[sha] = path
+    for run_id, score, index, sha, path in con.execute(_SNAPSHOT_SOURCE_DEV_SQL, args).fetchall():
         pool.snapshot_ranking.setdefault(run_id, []).append((score, index, sha))
+        if sha:
+            pool.weight_paths[sha] = path
 
 
 _SOURCE_DEV_SQL = """
@@ -165,7 +170,7 @@ WHERE r.task = ? AND r.model = ? AND e.role = 'source' AND e.split = 'validation
 
 
 _SNAPSHOT_SOURCE_DEV_SQL = """
-SELECT sn.run_id, sc.value, sn.snapshot_index, sn.weights_sha256
+SELECT sn.run_id, sc.value, sn.snapshot_index, sn.weights_sha256, sn.weights_path
 FROM score_table sc
 JOIN snapshot_table sn USING (snapshot_id)
 JOIN run_table r ON r.run_id = sn.run_id

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ofa_eval.commands.results import draw_options, selection_options
+
 
 @click.command("quickstart")
 @click.argument("directory", default="ofa-quickstart", type=click.Path(file_okay=False))
@@ -49,4 +51,47 @@ def _configs(con, task, model):
                        [task, model]).fetchall()
 
 
-COMMANDS = [quickstart]
+@click.command("materialize")
+@selection_options
+@draw_options
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Where averaged-model folders go (default: averages/ beside the store).")
+@click.pass_context
+def materialize(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
+                soup_k, out):
+    """Make the averaged models that `protocol` would need, and score them.
+
+    Takes the same options as `protocol`. For each draw and r, the members of every averaging
+    strategy (LAST, SRC-DEV or CA weights of the first r runs; the top-k snapshots for soups)
+    are averaged, evaluated on every evaluation set with the task's own code, and ingested.
+    Member sets already in the store are skipped: the key is the members' content hashes.
+    """
+    from ofa_eval.commands.results import _options, _pairs
+
+    pairs = _pairs(strategies, variants, all_pairs, soup_k)
+    made = materialize_needed(ctx.obj["db_path"], tasks, models, pairs, _options(replay, exclude, n_draws, seed),
+                              max_runs, out)
+    click.echo(f"{made} averaged model(s) materialized")
+
+
+def materialize_needed(db_path, tasks, models, pairs, options, max_runs, out) -> int:
+    """Plan with the store open, average and predict with it closed, then ingest."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ofa_eval.materialize import ingest_averages, make_average, plan
+    from ofa_eval.protocol import pools_in_store
+    from ofa_eval.store import connected
+
+    with connected(db_path, must_exist=True) as con:
+        plans = plan(con, pools_in_store(con, tasks, models), pairs, options, max_runs)
+    if not plans:
+        return 0
+    root = Path(out) if out else Path(db_path).resolve().parent / "averages"
+    folders = [make_average(p, root) for p in tqdm(plans, desc="materializing averaged models", unit="model")]
+    with connected(db_path) as con:
+        return ingest_averages(con, folders)
+
+
+COMMANDS = [quickstart, materialize]

@@ -31,19 +31,39 @@ def _options(replay, exclude, n_draws, seed):
     return DrawOptions(replay=replay, exclude=tuple(exclude), n_draws=n_draws, seed=seed)
 
 
+def selection_options(function):
+    """Which pools and strategy/variant pairs: shared by `protocol` and `materialize`."""
+    options = [
+        click.option("--task", "tasks", multiple=True, help="Task(s) to evaluate (default: every task in the store)."),
+        click.option("--model", "models", multiple=True,
+                     help="Model(s) to evaluate (default: every model in the store)."),
+        click.option("--strategy", "strategies", multiple=True, metavar="NAME",
+                     help="max-src-dev, max-trg-dev, accumulative or soup (repeatable; default: all, as with --all)."),
+        click.option("--variant", "variants", multiple=True, metavar="NAME",
+                     help="last, src-dev, ca or trg-dev (repeatable; default: every variant the strategy takes)."),
+        click.option("--all", "all_pairs", is_flag=True,
+                     help="Every strategy/variant pair of the paper's Tables 1 and 2."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _pairs(strategies, variants, all_pairs, soup_k):
+    from ofa_eval.protocol import strategy_pairs
+
+    return strategy_pairs(() if all_pairs else strategies, () if all_pairs else variants, soup_k)
+
+
 @click.command("protocol")
-@click.option("--task", "tasks", multiple=True, help="Task(s) to evaluate (default: every task in the store).")
-@click.option("--model", "models", multiple=True, help="Model(s) to evaluate (default: every model in the store).")
-@click.option("--strategy", "strategies", multiple=True, metavar="NAME",
-              help="max-src-dev, max-trg-dev, accumulative or soup (repeatable; default: all, as with --all).")
-@click.option("--variant", "variants", multiple=True, metavar="NAME",
-              help="last, src-dev, ca or trg-dev (repeatable; default: every variant the strategy takes).")
-@click.option("--all", "all_pairs", is_flag=True, help="Every strategy/variant pair of the paper's Tables 1 and 2.")
+@selection_options
 @draw_options
+@click.option("--materialize", is_flag=True,
+              help="First make and score the averaged models the draws need (see `ofa-eval materialize`).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
-             soup_k, fmt):
+             soup_k, materialize, fmt):
     """Run the resampling protocol and print mean and std over draws for r = 1..R.
 
     \b
@@ -58,14 +78,19 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
     store. Results are written to the store's protocol_results view.
     """
     from ofa_eval.formatting import render_protocol
-    from ofa_eval.protocol import compute_protocol, pools_in_store, strategy_pairs
+    from ofa_eval.protocol import compute_protocol, pools_in_store
     from ofa_eval.store import connected, transaction
 
-    pairs = strategy_pairs(() if all_pairs else strategies, () if all_pairs else variants, soup_k)
+    pairs = _pairs(strategies, variants, all_pairs, soup_k)
+    options = _options(replay, exclude, n_draws, seed)
+    if materialize:
+        from ofa_eval.commands.pipeline import materialize_needed
+
+        materialize_needed(ctx.obj["db_path"], tasks, models, pairs, options, max_runs, out=None)
     with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
         pools = pools_in_store(con, tasks, models)
-        rows, notes = compute_protocol(con, pools, pairs, _options(replay, exclude, n_draws, seed),
-                                       max_runs, soup_k, skip_incomplete=not (tasks and models))
+        rows, notes = compute_protocol(con, pools, pairs, options, max_runs, soup_k,
+                                       skip_incomplete=not (tasks and models))
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(render_protocol(rows, fmt))
