@@ -311,15 +311,11 @@ def summarize(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def protocol_rows(pool: Pool, draws_for, pairs, max_runs: int) -> list[dict]:
-    """Long rows with the protocol CSV's columns, for every pair and r.
-
-    `draws_for(recipe)` gives the draws for a pair's averaging recipe (None for selection).
-    """
+def protocol_rows(pool: Pool, curves: dict, max_runs: int) -> list[dict]:
+    """Long rows with the protocol CSV's columns, for every pair and r."""
     rows = []
-    for strategy, variant in pairs:
-        draws = draws_for(averaging_recipe(strategy, variant))
-        mean, std = summarize(draw_scores(pool, draws, strategy, variant, max_runs))
+    for (strategy, variant), (draws, scores) in curves.items():
+        mean, std = summarize(scores)
         for r in range(max_runs):
             rows.append({"task": pool.task, "model": pool.model, "strategy": strategy, "variant": variant,
                          "runs": r + 1, "mean": float(mean[r]),
@@ -400,18 +396,28 @@ def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOpti
     return rows, notes
 
 
+def pair_curves(con, pool: Pool, pairs, options: DrawOptions, max_runs: int):
+    """The draws and the (n_draws, max_runs) score matrix of every pair, and the common draws.
+
+    Replayed averaging recipes use their own recorded order where the release has one.
+    """
+    common = options.draws_for(con, pool, max_runs)
+    curves = {}
+    for strategy, variant in pairs:
+        recipe = averaging_recipe(strategy, variant)
+        draws = options.draws_for(con, pool, max_runs, recipe) if options.replay and recipe else common
+        try:
+            curves[(strategy, variant)] = (draws, draw_scores(pool, draws, strategy, variant, max_runs))
+        except MissingAverages as gap:
+            raise IncompletePool(describe_missing([gap])) from None
+    return common, curves
+
+
 def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, soup_k: int, record: bool):
-    draws = options.draws_for(con, pool, max_runs)
-
-    def draws_for(recipe):
-        return options.draws_for(con, pool, max_runs, recipe) if options.replay else draws
-
-    try:
-        pool_rows = protocol_rows(pool, draws_for, pairs, max_runs)
-    except MissingAverages as gap:
-        raise IncompletePool(describe_missing([gap])) from None
+    common, curves = pair_curves(con, pool, pairs, options, max_runs)
+    pool_rows = protocol_rows(pool, curves, max_runs)
     if record:
-        record_results(con, pool_rows, {**draws.description, "max_runs": max_runs, "soup_k": soup_k})
+        record_results(con, pool_rows, {**common.description, "max_runs": max_runs, "soup_k": soup_k})
     return pool_rows
 
 
