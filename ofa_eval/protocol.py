@@ -272,33 +272,47 @@ def draw_scores(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_run
     return _average_scores(pool, draws, recipe, max_runs)
 
 
-def _selection_scores(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> np.ndarray:
+def selected_runs(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> np.ndarray:
+    """Run ids of shape (n_draws, max_runs): the run selected among each draw's first r runs."""
     criterion, target = pool.criteria.get(variant, {}), pool.target_test.get(variant, {})
-    out = np.empty((len(draws.runs), max_runs))
+    out = np.empty((len(draws.runs), max_runs), dtype=np.int64)
     for d, runs in enumerate(draws.runs):
         missing = [pool.external_id[r] for r in runs if r not in criterion or r not in target]
         if missing:
             raise OfaError(f"{pool.task}/{pool.model}: run {missing[0]} has no {variant!r} "
                            "selection criterion or target test score in the store")
         best = runs[0]
-        for r, run_id in enumerate(runs):
+        for r, run_id in enumerate(runs[:max_runs]):
             if criterion[run_id] > criterion[best]:
                 best = run_id
-            out[d, r] = target[best]
+            out[d, r] = best
     return out
 
 
+def _selection_scores(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> np.ndarray:
+    target = pool.target_test[variant]
+    return np.vectorize(target.__getitem__, otypes=[float])(selected_runs(pool, draws, variant, max_runs))
+
+
+def averaged_model_keys(pool: Pool, draws: DrawSet, recipe: str, max_runs: int) -> list[list[str | None]]:
+    """The member key of each draw's averaged model at r = 1..R (None where weights are missing)."""
+    keys = []
+    for runs in draws.runs:
+        identities = [pool.member_identities(recipe, runs[:r]) for r in range(1, max_runs + 1)]
+        keys.append([None if i is None else member_key(i) for i in identities])
+    return keys
+
+
 def _average_scores(pool: Pool, draws: DrawSet, recipe: str, max_runs: int) -> np.ndarray:
-    out = np.empty((len(draws.runs), max_runs))
+    out = np.full((len(draws.runs), max_runs), math.nan)
     missing = []
-    for d, runs in enumerate(draws.runs):
-        for r in range(1, max_runs + 1):
-            identities = pool.member_identities(recipe, runs[:r])
-            score = None if identities is None else pool.averages.get((recipe, member_key(identities)))
+    for d, keys in enumerate(averaged_model_keys(pool, draws, recipe, max_runs)):
+        for r, key in enumerate(keys):
+            score = pool.averages.get((recipe, key))
             if score is None:
-                missing.append((recipe, [pool.external_id[run_id] for run_id in runs[:r]]))
-                score = math.nan
-            out[d, r - 1] = score
+                missing.append((recipe, [pool.external_id[run_id] for run_id in draws.runs[d][:r + 1]]))
+            else:
+                out[d, r] = score
     if missing:
         raise MissingAverages(pool.task, pool.model, missing)
     return out

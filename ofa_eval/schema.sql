@@ -129,6 +129,17 @@ CREATE TABLE protocol_result_table (
     settings   VARCHAR NOT NULL              -- JSON: draw source, seed, excluded draws, soup k, ...
 );
 
+CREATE SEQUENCE analysis_ids START 1;
+CREATE TABLE analysis_result_table (
+    result_id  BIGINT NOT NULL DEFAULT nextval('analysis_ids'),
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    analysis   VARCHAR NOT NULL,             -- 'tracking', 'regret', 'languages', 'source_ranking'
+    task       VARCHAR NOT NULL,
+    model      VARCHAR NOT NULL,
+    row        VARCHAR NOT NULL,             -- JSON: one result row as printed
+    settings   VARCHAR NOT NULL              -- JSON: draws, seeds, resamples, confidence level
+);
+
 CREATE VIEW runs AS
 SELECT run_id, task, model, learning_rate, batch_size, seed, epochs, external_id, origin, path
 FROM run_table;
@@ -170,6 +181,8 @@ GROUP BY ALL;
 CREATE VIEW draws AS SELECT * FROM draw_table;
 
 CREATE VIEW protocol_results AS SELECT * FROM protocol_result_table;
+
+CREATE VIEW analysis_results AS SELECT * FROM analysis_result_table;
 
 -- Per run and variant: the number each selection strategy ranks by and the protocol's score
 -- (the unweighted mean over the task's target-language test sets, in the task's metric).

@@ -139,3 +139,73 @@ def grid(ctx, task, model, fmt):
 
 
 COMMANDS = [protocol, check, grid]
+
+
+ANALYSES = ("tracking", "regret", "languages", "source_ranking")
+
+
+@click.command("correlate")
+@selection_options
+@draw_options
+@click.option("--analysis", "analyses", multiple=True, type=click.Choice(ANALYSES),
+              help="Which analysis to print (repeatable; default: all four).")
+@click.option("--bootstrap", "n_resamples", type=int, default=2000, show_default=True,
+              help="Bootstrap resamples for the confidence intervals.")
+@click.option("--ci", "ci_percent", type=float, default=95.0, show_default=True, help="Confidence level, percent.")
+@click.option("--bootstrap-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True)
+@click.pass_context
+def correlate(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
+              soup_k, analyses, n_resamples, ci_percent, bootstrap_seed, fmt):
+    """How closely each strategy tracks the oracle, Max TRG-DEV.
+
+    With --format json, one object maps each analysis to its rows. Every row is also stored
+    (analysis_results view) with the settings and seeds that produced it.
+
+    \b
+    tracking        Pearson, Spearman and Kendall correlation with the oracle over every
+                    (draw, r) cell; CI by resampling whole draws
+    regret          oracle minus strategy for each r, with a CI over draws
+    languages       at r = R, correlation across target languages of per-language scores
+    source_ranking  per target language, Spearman between the runs' English validation score
+                    and their test score in that language
+    """
+    import json
+
+    from ofa_eval.analysis import correlate_pool
+    from ofa_eval.errors import OfaError
+    from ofa_eval.formatting import render_rows
+    from ofa_eval.protocol import load_pool, pools_in_store
+    from ofa_eval.store import connected, transaction
+
+    if not 0 < ci_percent < 100 or n_resamples < 10:
+        raise OfaError("--ci must be between 0 and 100 and --bootstrap at least 10")
+    pairs = _pairs(strategies, variants, all_pairs, soup_k)
+    options = _options(replay, exclude, n_draws, seed)
+    settings = json.dumps({"draws": "recorded" if replay else "sampled", "seed": seed, "excluded": list(exclude),
+                           "max_runs": max_runs, "bootstrap": n_resamples, "ci": ci_percent,
+                           "bootstrap_seed": bootstrap_seed})
+    results: dict[str, list[dict]] = {name: [] for name in ANALYSES}
+    with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
+        for task, model in pools_in_store(con, tasks, models):
+            pool_results = correlate_pool(con, load_pool(con, task, model), pairs, options, max_runs,
+                                          n_resamples, ci_percent / 100, bootstrap_seed)
+            for name, rows in pool_results.items():
+                results[name] += rows
+                con.executemany("INSERT INTO analysis_result_table (analysis, task, model, row, settings) "
+                                "VALUES (?, ?, ?, ?, ?)",
+                                [(name, task, model, json.dumps(row), settings) for row in rows])
+    chosen = analyses or ANALYSES
+    if fmt == "json":
+        click.echo(json.dumps({name: results[name] for name in chosen}, indent=1))
+        return
+    for name in chosen:
+        rows = results[name]
+        if rows:
+            if fmt in ("table", "markdown"):
+                click.echo(f"\n{name}")
+            click.echo(render_rows(rows, list(rows[0]), fmt, digits=3))
+
+
+COMMANDS.append(correlate)

@@ -1,0 +1,135 @@
+"""How closely each strategy tracks the oracle (Max TRG-DEV), and how well English ranks runs.
+
+- tracking: correlation of a strategy's score with the oracle's over every (draw, r) cell, with
+  a bootstrap over draws (cells of one draw are resampled together);
+- regret: oracle minus strategy, per r, with a bootstrap interval over draws;
+- languages: at r = R, correlation across target languages of the strategy's and the oracle's
+  per-language scores (mean over draws), with a bootstrap over languages;
+- source ranking: per target language, the rank correlation between the runs' source-language
+  validation score and their test score in that language.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ofa_eval.correlation import COEFFICIENTS
+from ofa_eval.protocol import (DrawOptions, Pool, averaged_model_keys, averaging_recipe, pair_curves,
+                               selected_runs)
+
+ORACLE = ("max-trg-dev", "trg-dev")
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float
+    high: float
+
+
+def percentile_interval(value: float, samples: np.ndarray, level: float) -> Interval:
+    tail = (1 - level) / 2
+    low, high = np.nanquantile(samples, [tail, 1 - tail])
+    return Interval(float(value), float(low), float(high))
+
+
+def tracking(curve: np.ndarray, oracle: np.ndarray, rng, n_resamples: int, level: float) -> dict[str, Interval]:
+    """Correlations over (draw, r) cells, resampling whole draws."""
+    n_draws = curve.shape[0]
+    picks = rng.integers(n_draws, size=(n_resamples, n_draws))
+    x_boot = curve[picks].reshape(n_resamples, -1)
+    y_boot = oracle[picks].reshape(n_resamples, -1)
+    return {name: percentile_interval(f(curve.ravel(), oracle.ravel()), f(x_boot, y_boot), level)
+            for name, f in COEFFICIENTS.items()}
+
+
+def regret(curve: np.ndarray, oracle: np.ndarray, rng, n_resamples: int, level: float) -> list[Interval]:
+    gap = oracle - curve
+    picks = rng.integers(gap.shape[0], size=(n_resamples, gap.shape[0]))
+    boot = gap[picks].mean(axis=1)
+    return [percentile_interval(gap[:, r].mean(), boot[:, r], level) for r in range(gap.shape[1])]
+
+
+def language_scores(con, pool: Pool) -> tuple[dict, dict, list[str]]:
+    """Per-language target test scores of run variants and averaged models, and the languages."""
+    runs, averages = {}, {}
+    for run_id, variant, language, value in con.execute(_RUN_LANGUAGES_SQL, [pool.task, pool.model]).fetchall():
+        runs.setdefault((variant, run_id), {})[language] = value
+    for recipe, key, language, value in con.execute(_AVERAGE_LANGUAGES_SQL, [pool.task, pool.model]).fetchall():
+        averages.setdefault((recipe, key), {})[language] = value
+    languages = sorted({lang for scores in runs.values() for lang in scores})
+    return runs, averages, languages
+
+
+_RUN_LANGUAGES_SQL = """
+SELECT s.run_id, s.variant, s.dataset || '/' || s.language, s.value
+FROM scores s JOIN task_table t ON t.task = s.task AND t.metric = s.metric
+WHERE s.scored = 'run' AND s.role = 'target' AND s.split = 'test' AND s.task = ? AND s.model = ?
+"""
+_AVERAGE_LANGUAGES_SQL = """
+SELECT a.recipe, a.member_key, s.dataset || '/' || s.language, s.value
+FROM scores s JOIN averaged_models a USING (average_id) JOIN task_table t ON t.task = s.task AND t.metric = s.metric
+WHERE s.scored = 'average' AND a.approach = 'all' AND s.role = 'target' AND s.split = 'test'
+  AND s.task = ? AND s.model = ?
+"""
+
+
+def per_language_at(pool: Pool, draws, strategy: str, variant: str, r: int, tables) -> np.ndarray:
+    """(n_draws, n_languages): each draw's per-language scores at r runs."""
+    runs, averages, languages = tables
+    recipe = averaging_recipe(strategy, variant)
+    if recipe is None:
+        chosen = selected_runs(pool, draws, variant, r)[:, r - 1]
+        rows = [runs.get((variant, int(run_id)), {}) for run_id in chosen]
+    else:
+        rows = [averages.get((recipe, keys[r - 1]), {}) for keys in averaged_model_keys(pool, draws, recipe, r)]
+    return np.array([[row.get(lang, np.nan) for lang in languages] for row in rows])
+
+
+def source_ranking(pool: Pool, tables) -> list[dict]:
+    """Per language and variant: Spearman between source validation and that language's test score."""
+    runs, _, languages = tables
+    rows = []
+    for variant in ("last", "src-dev", "ca"):
+        run_ids = sorted(r for r in pool.criteria.get(variant, {}) if (variant, r) in runs)
+        if len(run_ids) < 3:
+            continue
+        source = np.array([pool.criteria[variant][r] for r in run_ids])
+        for lang in languages:
+            target = np.array([runs[(variant, r)].get(lang, np.nan) for r in run_ids])
+            keep = ~np.isnan(target)
+            rho = COEFFICIENTS["spearman"](source[keep], target[keep]) if keep.sum() > 2 else np.nan
+            rows.append({"task": pool.task, "model": pool.model, "variant": variant, "language": lang,
+                         "runs": int(keep.sum()), "spearman": float(rho)})
+    return rows
+
+
+def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, n_resamples: int,
+                   level: float, seed: int) -> dict[str, list[dict]]:
+    """Every analysis for one pool, as lists of rows keyed by analysis name."""
+    rng = np.random.default_rng(seed)
+    pairs = list(dict.fromkeys(list(pairs) + [ORACLE]))
+    _, curves = pair_curves(con, pool, pairs, options, max_runs)
+    oracle_draws, oracle = curves[ORACLE]
+    tables = language_scores(con, pool)
+    oracle_languages = per_language_at(pool, oracle_draws, *ORACLE, max_runs, tables).mean(axis=0)
+    out = {"tracking": [], "regret": [], "languages": [], "source_ranking": source_ranking(pool, tables)}
+    base = {"task": pool.task, "model": pool.model}
+    for (strategy, variant), (draws, curve) in curves.items():
+        if (strategy, variant) == ORACLE:
+            continue
+        pair = {**base, "strategy": strategy, "variant": variant}
+        for name, interval in tracking(curve, oracle, rng, n_resamples, level).items():
+            out["tracking"].append({**pair, "coefficient": name, **vars(interval)})
+        for r, interval in enumerate(regret(curve, oracle, rng, n_resamples, level), 1):
+            out["regret"].append({**pair, "runs": r, **vars(interval)})
+        languages = per_language_at(pool, draws, strategy, variant, max_runs, tables).mean(axis=0)
+        keep = ~(np.isnan(languages) | np.isnan(oracle_languages))
+        x, y = languages[keep], oracle_languages[keep]
+        picks = rng.integers(len(x), size=(n_resamples, len(x)))
+        for name, f in COEFFICIENTS.items():
+            interval = percentile_interval(f(x, y), f(x[picks], y[picks]), level)
+            out["languages"].append({**pair, "coefficient": name, "languages": int(keep.sum()), **vars(interval)})
+    return out
