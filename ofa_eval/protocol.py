@@ -377,6 +377,12 @@ class DrawOptions:
     n_draws: int = 10
     seed: int = 0
 
+    def describe(self) -> str:
+        if self.replay:
+            left_out = f", leaving out {', '.join(self.exclude)}" if self.exclude else ""
+            return f"recorded draws{left_out}"
+        return f"{self.n_draws} fresh draws with seed {self.seed}"
+
     def draws_for(self, con, pool: Pool, max_runs: int, recipe: str | None = None) -> DrawSet:
         if self.replay:
             return recorded_draws(con, pool, max_runs, self.exclude, recipe)

@@ -209,3 +209,37 @@ def correlate(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed
 
 
 COMMANDS.append(correlate)
+
+
+@click.command("report")
+@click.argument("out", type=click.Path(file_okay=False))
+@selection_options
+@draw_options
+@click.option("--bootstrap", "n_resamples", type=int, default=2000, show_default=True,
+              help="Bootstrap resamples for the confidence bands.")
+@click.option("--ci", "ci_percent", type=float, default=95.0, show_default=True, help="Confidence level, percent.")
+@click.option("--bootstrap-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.pass_context
+def report(ctx, out, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
+           soup_k, n_resamples, ci_percent, bootstrap_seed):
+    """Write OUT/report.md and OUT/report.html with tables and figures (PNG and SVG).
+
+    Per task and model: the protocol table, score against r with confidence bands for every
+    strategy, the per-language gain of accumulative CA averaging over Max SRC-DEV, and English
+    validation against mean target test score across runs.
+    """
+    from pathlib import Path
+
+    from ofa_eval.protocol import pools_in_store
+    from ofa_eval.report import write_report
+    from ofa_eval.store import connected
+
+    pairs = _pairs(strategies, variants, all_pairs, soup_k)
+    with connected(ctx.obj["db_path"], read_only=True) as con:
+        md_path, html_path = write_report(con, pools_in_store(con, tasks, models), pairs,
+                                          _options(replay, exclude, n_draws, seed), max_runs, Path(out),
+                                          n_resamples, ci_percent / 100, bootstrap_seed)
+    click.echo(f"wrote {md_path} and {html_path}")
+
+
+COMMANDS.append(report)

@@ -1,0 +1,30 @@
+"""`ofa-eval report` writes a self-contained Markdown/HTML report with its figures."""
+
+from html.parser import HTMLParser
+
+from synthetic_release import write_release
+
+
+def test_report_on_a_synthetic_release(cli, tmp_path):
+    release = tmp_path / "release"
+    release.mkdir()
+    write_release(release)
+    assert cli("import", "ofa-xlt", release).exit_code == 0
+    out = tmp_path / "report"
+    result = cli("report", out, "--task", "nli", "--replay", "-R", 3, "--bootstrap", 200)
+    assert result.exit_code == 0, result.output
+    markdown = (out / "report.md").read_text()
+    assert "## nli / tiny-model" in markdown and "accumulative ca" in markdown
+    images = []
+
+    class Images(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                images.append(dict(attrs)["src"])
+
+    Images().feed((out / "report.html").read_text())
+    assert images == ["nli-tiny-model-curves.png", "nli-tiny-model-language-gain.png",
+                      "nli-tiny-model-source-vs-target.png"]
+    for name in images:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / name).with_suffix(".svg").read_text().lstrip().startswith("<?xml")
