@@ -243,3 +243,68 @@ def report(ctx, out, tasks, models, strategies, variants, all_pairs, n_draws, se
 
 
 COMMANDS.append(report)
+
+
+@click.command("compare")
+@click.argument("a")
+@click.argument("b")
+@click.option("--task", "tasks", multiple=True, help="Task(s) (default: every task in the store).")
+@click.option("--model", "models", multiple=True, help="Model(s) (default: every model in the store).")
+@draw_options
+@click.option("--bootstrap", "n_resamples", type=int, default=2000, show_default=True,
+              help="Bootstrap and randomization-test resamples.")
+@click.option("--ci", "ci_percent", type=float, default=95.0, show_default=True, help="Confidence level, percent.")
+@click.option("--bootstrap-seed", type=int, default=0, show_default=True, help="Seed of the resampling.")
+@click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm", show_default=True,
+              help="Multiple-comparison correction across languages (Holm or Benjamini-Hochberg).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True)
+@click.pass_context
+def compare(ctx, a, b, tasks, models, n_draws, seed, replay, exclude, max_runs, soup_k, n_resamples, ci_percent,
+            bootstrap_seed, correction, fmt):
+    """Paired difference A - B of two strategy/variant pairs, e.g. accumulative:ca max-src-dev:src-dev.
+
+    Both are evaluated on the same draws. For each r: the mean difference over draws with a
+    bootstrap CI and P(A > B), the share of draws where A beats B (ties count half). Per
+    target language at r = R: the mean difference and a paired sign-flip randomization test,
+    corrected across languages.
+    """
+    import json
+
+    from ofa_eval.analysis import compare_pool
+    from ofa_eval.errors import OfaError
+    from ofa_eval.formatting import render_rows
+    from ofa_eval.protocol import load_pool, pools_in_store, strategy_pairs
+    from ofa_eval.store import connected, transaction
+
+    pairs = []
+    for text in (a, b):
+        if ":" not in text:
+            raise OfaError(f"{text!r}: write a pair as STRATEGY:VARIANT, e.g. accumulative:ca")
+        strategy, variant = text.split(":", 1)
+        pairs.append(strategy_pairs((strategy,), (variant,), soup_k)[0])
+    settings = json.dumps({"a": a, "b": b, "draws": "recorded" if replay else "sampled", "seed": seed,
+                           "excluded": list(exclude), "bootstrap": n_resamples, "ci": ci_percent,
+                           "bootstrap_seed": bootstrap_seed, "correction": correction})
+    results = {"by_r": [], "by_language": []}
+    with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
+        for task, model in pools_in_store(con, tasks, models):
+            found = compare_pool(con, load_pool(con, task, model), pairs[0], pairs[1],
+                                 _options(replay, exclude, n_draws, seed), max_runs, n_resamples,
+                                 ci_percent / 100, bootstrap_seed, correction)
+            for name, rows in found.items():
+                results[name] += rows
+                con.executemany("INSERT INTO analysis_result_table (analysis, task, model, row, settings) "
+                                "VALUES (?, ?, ?, ?, ?)",
+                                [(f"compare_{name}", task, model, json.dumps(row), settings) for row in rows])
+    if fmt == "json":
+        click.echo(json.dumps(results, indent=1))
+        return
+    for name, rows in results.items():
+        if rows:
+            if fmt in ("table", "markdown"):
+                click.echo(f"\n{name}")
+            click.echo(render_rows(rows, list(rows[0]), fmt, digits=3))
+
+
+COMMANDS.append(compare)

@@ -1,0 +1,65 @@
+"""`ofa-eval compare` and its tests: paired differences, randomization test, corrections."""
+
+import csv
+import io
+import itertools
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ofa_eval.analysis import benjamini_hochberg, holm, sign_flip_p_values
+from synthetic_release import write_release
+
+
+def test_holm_matches_its_definition():
+    p = np.array([0.01, 0.04, 0.03, 0.20, 0.005])
+    m = len(p)
+    order = np.argsort(p)
+    expected = np.empty(m)
+    for rank, i in enumerate(order):
+        expected[i] = min(1.0, max((m - k) * p[order[k]] for k in range(rank + 1)))
+    assert np.allclose(holm(p), expected)
+
+
+def test_benjamini_hochberg_matches_scipy():
+    p = np.random.default_rng(0).uniform(size=30) ** 3
+    assert np.allclose(benjamini_hochberg(p), stats.false_discovery_control(p, method="bh"))
+
+
+def test_exact_sign_flip_matches_scipy_permutation_test():
+    differences = np.random.default_rng(1).normal(0.4, 1.0, size=(9, 3))
+    got = sign_flip_p_values(differences, np.random.default_rng(0), 2000)
+    for column in range(3):
+        reference = stats.permutation_test((differences[:, column],), np.mean, permutation_type="samples",
+                                           alternative="two-sided", n_resamples=np.inf).pvalue
+        assert got[column] == pytest.approx(reference, abs=1e-12)
+
+
+def test_compare_differences_are_the_protocol_differences(cli, tmp_path):
+    release = tmp_path / "release"
+    release.mkdir()
+    write_release(release, n_draws=4)
+    assert cli("import", "ofa-xlt", release).exit_code == 0
+    args = ["--task", "ner", "--replay", "-R", 4]
+    result = cli("compare", "accumulative:ca", "max-src-dev:src-dev", *args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    by_r = json.loads(result.stdout)["by_r"]
+    table = {(r["strategy"], int(r["runs"])): float(r["mean"]) for r in csv.DictReader(io.StringIO(cli(
+        "protocol", "--strategy", "accumulative", "--strategy", "max-src-dev", "--variant", "ca", "--variant",
+        "src-dev", *args, "--format", "csv").stdout)) if r["variant"] in ("ca", "src-dev")
+        and (r["strategy"], r["variant"]) in (("accumulative", "ca"), ("max-src-dev", "src-dev"))}
+    for row in by_r:
+        assert row["difference"] == pytest.approx(
+            table[("accumulative", row["runs"])] - table[("max-src-dev", row["runs"])], abs=1e-5)
+        assert 0 <= row["p_a_better"] <= 1
+
+
+def test_compare_rejects_a_malformed_pair(cli, tmp_path):
+    release = tmp_path / "release"
+    release.mkdir()
+    write_release(release)
+    cli("import", "ofa-xlt", release)
+    result = cli("compare", "accumulative", "max-src-dev:src-dev")
+    assert result.exit_code == 2 and "STRATEGY:VARIANT" in result.stderr
