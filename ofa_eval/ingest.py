@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from ofa_eval.errors import OfaError
+from ofa_eval.parquet import read_parquet
 from ofa_eval.store import ensure_eval_set, ensure_task, transaction
 
 FORMAT_VERSION = 1
@@ -73,19 +74,6 @@ def read_manifest(run_dir: Path) -> dict:
     return manifest
 
 
-def _read_parquet(path: Path, columns: tuple[str, ...]) -> pl.DataFrame:
-    if not path.is_file():
-        raise OfaError(f"{path}: file not found")
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as error:  # polars raises several error types for a broken file
-        raise OfaError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise OfaError(f"{path}: missing column(s) {', '.join(missing)}")
-    return frame
-
-
 def check_safetensors(path: Path, expected_bytes: int | None) -> None:
     """A cheap integrity check: the header parses and the data fits the file."""
     try:
@@ -126,9 +114,9 @@ def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predicti
     metric = get_metric(task)
     scores = {}
     for eval_set in eval_sets:
-        gold = _read_parquet(gold_dir / eval_set["gold"], ("example_id", GOLD_COLUMNS[task]))
+        gold = read_parquet(gold_dir / eval_set["gold"], ("example_id", GOLD_COLUMNS[task]))
         path = predictions_dir / prediction_file(eval_set["dataset"], eval_set["language"], eval_set["split"])
-        predictions = _read_parquet(path, ("example_id", PREDICTION_COLUMNS[task]))
+        predictions = read_parquet(path, ("example_id", PREDICTION_COLUMNS[task]))
         joined = gold.join(predictions, on="example_id", how="left", suffix="_pred")
         prediction_column = PREDICTION_COLUMNS[task] + ("_pred" if task != "qa" else "")
         if joined[prediction_column].null_count():

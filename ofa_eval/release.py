@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from ofa_eval.errors import OfaError
+from ofa_eval.parquet import read_parquet
 from ofa_eval.keys import member_key
 from ofa_eval.store import ensure_eval_set, ensure_task, transaction
 
@@ -89,19 +90,6 @@ def parse_score_column(name: str, with_variant: bool):
     return None
 
 
-def _read(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
-    if not path.is_file():
-        raise OfaError(f"{path}: file not found")
-    try:
-        frame = pl.read_parquet(path)
-    except Exception as error:  # polars raises several error types for a broken file
-        raise OfaError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0]})") from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise OfaError(f"{path}: missing column(s) {', '.join(missing)}")
-    return frame
-
-
 def _scale(frame: pl.DataFrame, columns: list[str], spec: ReleaseTask, path: Path) -> pl.DataFrame:
     top = frame.select(pl.max_horizontal(pl.col(columns).max())).item() if columns else 0
     if spec.fractions and top is not None and top > 1.0:
@@ -137,8 +125,8 @@ class _Importer:
         ensure_task(self.con, self.spec.task, self.spec.metric)
         runs_path = self.directory / self.spec.runs_file
         averages_path = self.directory / self.spec.averages_file
-        runs = _read(runs_path, RUN_COLUMNS + tuple(SOURCE_DEV_COLUMNS) + (TARGET_DEV_COLUMN,))
-        averages = _read(averages_path, AVERAGE_COLUMNS)
+        runs = read_parquet(runs_path, RUN_COLUMNS + tuple(SOURCE_DEV_COLUMNS) + (TARGET_DEV_COLUMN,))
+        averages = read_parquet(averages_path, AVERAGE_COLUMNS)
         new_run_ids, run_ids = self.insert_runs(runs, runs_path)
         scores = self.insert_run_scores(runs.filter(pl.col("id").is_in(list(new_run_ids))), runs_path)
         averages_added, average_scores = self.insert_averages(averages, run_ids, averages_path)

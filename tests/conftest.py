@@ -40,3 +40,17 @@ def release_store(tmp_path_factory):
     result = CliRunner().invoke(main, ["--db", str(db), "import", "ofa-xlt", str(RELEASE)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return db
+
+
+@pytest.fixture
+def synthetic_store(tmp_path, cli):
+    """The `cli` fixture over a store holding a small synthetic release (see synthetic_release.py)."""
+    from synthetic_release import write_release
+
+    release = tmp_path / "synthetic-release"
+    release.mkdir()
+    cli.truth = write_release(release)
+    cli.release = release
+    result = cli("import", "ofa-xlt", release)
+    assert result.exit_code == 0, result.output
+    return cli

@@ -56,10 +56,6 @@ def test_compare_differences_are_the_protocol_differences(cli, tmp_path):
         assert 0 <= row["p_a_better"] <= 1
 
 
-def test_compare_rejects_a_malformed_pair(cli, tmp_path):
-    release = tmp_path / "release"
-    release.mkdir()
-    write_release(release)
-    cli("import", "ofa-xlt", release)
-    result = cli("compare", "accumulative", "max-src-dev:src-dev")
+def test_compare_rejects_a_malformed_pair(synthetic_store):
+    result = synthetic_store("compare", "accumulative", "max-src-dev:src-dev")
     assert result.exit_code == 2 and "STRATEGY:VARIANT" in result.stderr

@@ -14,12 +14,8 @@ COUNTS = " UNION ALL ".join(
 
 
 @pytest.fixture
-def store(tmp_path, cli):
-    release = tmp_path / "release"
-    release.mkdir()
-    write_release(release)
-    assert cli("import", "ofa-xlt", release).exit_code == 0
-    return cli
+def store(synthetic_store):
+    return synthetic_store
 
 
 def counts(cli):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 import textwrap
 
-from synthetic_release import write_release
 
 PROBE = textwrap.dedent("""
     import sys
@@ -21,11 +20,8 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def test_statistics_commands_do_not_import_torch(cli, tmp_path):
-    release = tmp_path / "release"
-    release.mkdir()
-    write_release(release)
-    assert cli("import", "ofa-xlt", release).exit_code == 0
+def test_statistics_commands_do_not_import_torch(synthetic_store, tmp_path):
+    cli = synthetic_store
     table = tmp_path / "table.csv"
     table.write_text("task,model,strategy,variant,runs,mean,std,draws\nnli,tiny-model,max-src-dev,ca,1,0,,\n")
     probe = subprocess.run([sys.executable, "-c", PROBE, str(cli.db), str(table)],

@@ -6,16 +6,11 @@ import json
 
 import pytest
 
-from synthetic_release import write_release
 
 
 @pytest.fixture
-def store(tmp_path, cli):
-    release = tmp_path / "release"
-    release.mkdir()
-    write_release(release)
-    assert cli("import", "ofa-xlt", release).exit_code == 0
-    return cli
+def store(synthetic_store):
+    return synthetic_store
 
 
 def protocol(store, fmt):

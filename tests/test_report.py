@@ -2,14 +2,10 @@
 
 from html.parser import HTMLParser
 
-from synthetic_release import write_release
 
 
-def test_report_on_a_synthetic_release(cli, tmp_path):
-    release = tmp_path / "release"
-    release.mkdir()
-    write_release(release)
-    assert cli("import", "ofa-xlt", release).exit_code == 0
+def test_report_on_a_synthetic_release(synthetic_store, tmp_path):
+    cli = synthetic_store
     out = tmp_path / "report"
     result = cli("report", out, "--task", "nli", "--replay", "-R", 3, "--bootstrap", 200)
     assert result.exit_code == 0, result.output
