@@ -79,7 +79,8 @@ def render_protocol(rows: list[dict], fmt: str) -> str:
         header = ["r"] + [f"{s} {v}" for s, v in pairs]
         cells = [[str(n)] + [_mean_std(by_cell.get((s, v, n))) for s, v in pairs] for n in runs]
         draws = sorted({r["draws"] for r in group})
-        title = f"{task} / {model} (mean ± std over {'/'.join(map(str, draws))} draws, percent)"
+        over = "every possible draw" if len(draws) > 2 else f"{'/'.join(map(str, draws))} draws"
+        title = f"{task} / {model} (mean ± std over {over}, percent)"
         heading = {"markdown": f"**{title}**\n", "latex": f"% {title}"}.get(fmt, title)
         blocks.append(heading + "\n" + _grid(header, cells, fmt))
     return "\n\n".join(blocks)

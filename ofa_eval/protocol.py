@@ -450,3 +450,42 @@ def describe_missing(gaps: list[MissingAverages], limit: int = 3) -> str:
         more = f" and {len(unique) - limit} more" if len(unique) > limit else ""
         parts.append(f"{gap.task}/{gap.model}: {len(unique)} averaged model(s) have no scores: {shown}{more}")
     return " | ".join(parts) + " (materialize them with `ofa-eval materialize`, or choose other strategies)"
+
+
+def possible_draws(seed_counts: list[int], max_runs: int) -> list[int]:
+    """How many distinct draws of r runs exist, r = 1..R: e_r of the configurations' seed counts."""
+    coefficients = [1] + [0] * max_runs
+    for n in seed_counts:
+        for r in range(max_runs, 0, -1):
+            coefficients[r] += coefficients[r - 1] * n
+    return coefficients[1:]
+
+
+def exact_rows(pool: Pool, pairs, max_runs: int) -> list[dict]:
+    """Protocol rows in closed form over every possible draw (selection strategies only).
+
+    `std` is the standard deviation of the selected run's score over all draws; `draws` is the
+    number of possible draws at that r.
+    """
+    from ofa_eval.exact import expected_selection_curve
+
+    if max_runs > len(pool.configurations):
+        raise OfaError(f"{pool.task}/{pool.model}: --max-runs {max_runs} exceeds the "
+                       f"{len(pool.configurations)} distinct (learning rate, batch size) configurations")
+    rows = []
+    for strategy, variant in pairs:
+        if STRATEGIES[strategy].kind != "select":
+            raise OfaError(f"--exact applies to max-src-dev and max-trg-dev, not {strategy}")
+        criterion, target = pool.criteria.get(variant, {}), pool.target_test.get(variant, {})
+        run_ids = sorted(r for r in pool.config if r in criterion and r in target)
+        if len(run_ids) < len(pool.config):
+            raise OfaError(f"{pool.task}/{pool.model}: {len(pool.config) - len(run_ids)} run(s) lack a "
+                           f"{variant!r} criterion or target score")
+        configs = {c: i for i, c in enumerate(pool.configurations)}
+        curve = expected_selection_curve([configs[pool.config[r]] for r in run_ids],
+                                         [criterion[r] for r in run_ids], [target[r] for r in run_ids], max_runs)
+        counts = possible_draws([sum(pool.config[r] == c for r in run_ids) for c in pool.configurations], max_runs)
+        rows += [{"task": pool.task, "model": pool.model, "strategy": strategy, "variant": variant, "runs": r + 1,
+                  "mean": float(curve.mean[r]), "std": float(curve.std[r]), "draws": counts[r]}
+                 for r in range(max_runs)]
+    return rows

@@ -125,7 +125,7 @@ CREATE TABLE protocol_result_table (
     runs       INTEGER NOT NULL,
     mean       DOUBLE NOT NULL,
     std        DOUBLE,
-    draws      INTEGER NOT NULL,
+    draws      BIGINT NOT NULL,             -- draws averaged over (with --exact: every possible draw)
     settings   VARCHAR NOT NULL              -- JSON: draw source, seed, excluded draws, soup k, ...
 );
 

@@ -76,3 +76,24 @@ def test_grid_matches_the_release_file(release_store):
     assert float(row["ca target std"]) == pytest.approx(per_run.std(), abs=1e-6)
     assert float(row["src-dev src-dev"]) == pytest.approx(runs["validation_oracle-source"].mean() * 100, abs=1e-6)
     assert row["seeds"] == "3"
+
+
+def test_exact_selection_agrees_with_100000_sampled_draws(release_store):
+    """Closed form against Monte Carlo through the protocol's own sampler, on the real runs."""
+    import numpy as np
+
+    from ofa_eval.protocol import exact_rows, load_pool, sample_draws, selected_runs
+    from ofa_eval.store import connected
+
+    with connected(str(release_store), read_only=True) as con:
+        pool = load_pool(con, "tydiqa", "xlm-roberta-large")
+    exact = exact_rows(pool, [("max-src-dev", "ca"), ("max-trg-dev", "trg-dev")], 5)
+    draws = sample_draws(pool, 100_000, 5, seed=1)
+    for variant in ("ca", "trg-dev"):
+        chosen = selected_runs(pool, draws, variant, 5)
+        scores = np.vectorize(pool.target_test[variant].__getitem__, otypes=[float])(chosen)
+        for row in (r for r in exact if r["variant"] == variant):
+            sampled = scores[:, row["runs"] - 1]
+            standard_error = sampled.std() / np.sqrt(len(sampled))
+            assert abs(sampled.mean() - row["mean"]) < 4 * standard_error + 1e-9, row
+            assert abs(sampled.std() - row["std"]) < 0.02 * row["std"] + 1e-9, row

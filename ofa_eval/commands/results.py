@@ -60,10 +60,12 @@ def _pairs(strategies, variants, all_pairs, soup_k):
 @draw_options
 @click.option("--materialize", is_flag=True,
               help="First make and score the averaged models the draws need (see `ofa-eval materialize`).")
+@click.option("--exact", is_flag=True,
+              help="Selection strategies in closed form over every possible draw instead of sampled draws.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
-             soup_k, materialize, fmt):
+             soup_k, materialize, exact, fmt):
     """Run the resampling protocol and print mean and std over draws for r = 1..R.
 
     \b
@@ -75,7 +77,8 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
 
     Draws: --draws N --seed S samples N fresh draws (R distinct learning-rate/batch-size
     configurations in random order, one seed each); --replay uses the draws recorded in the
-    store. Results are written to the store's protocol_results view.
+    store; --exact gives the selection strategies' expectation and std over every possible
+    draw in closed form. Results are written to the store's protocol_results view.
     """
     from ofa_eval.formatting import render_protocol
     from ofa_eval.protocol import compute_protocol, pools_in_store
@@ -83,6 +86,8 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
 
     pairs = _pairs(strategies, variants, all_pairs, soup_k)
     options = _options(replay, exclude, n_draws, seed)
+    if exact:
+        return _exact_protocol(ctx.obj["db_path"], tasks, models, pairs, max_runs, fmt)
     if materialize:
         from ofa_eval.commands.pipeline import materialize_needed
 
@@ -93,6 +98,20 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
                                        skip_incomplete=not (tasks and models))
     for note in notes:
         click.echo(f"note: {note}", err=True)
+    click.echo(render_protocol(rows, fmt))
+
+
+def _exact_protocol(db_path, tasks, models, pairs, max_runs, fmt):
+    from ofa_eval.formatting import render_protocol
+    from ofa_eval.protocol import exact_rows, load_pool, pools_in_store, record_results
+    from ofa_eval.store import connected, transaction
+
+    rows = []
+    with connected(db_path, must_exist=True) as con, transaction(con):
+        for task, model in pools_in_store(con, tasks, models):
+            pool_rows = exact_rows(load_pool(con, task, model), pairs, max_runs)
+            record_results(con, pool_rows, {"draws": "exact", "max_runs": max_runs})
+            rows += pool_rows
     click.echo(render_protocol(rows, fmt))
 
 
