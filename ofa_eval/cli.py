@@ -52,9 +52,10 @@ def main(ctx, db_path):
 
 
 def _register_commands():
-    from ofa_eval.commands import pipeline, results, store_commands
+    from ofa_eval.commands import average, pipeline, results, store_commands
+    from producers import commands as producer_commands
 
-    for module in (store_commands, results, pipeline):
+    for module in (store_commands, results, pipeline, average, producer_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -11,16 +11,18 @@ from ofa_eval.commands.results import draw_options, selection_options
 @click.argument("directory", default="ofa-quickstart", type=click.Path(file_okay=False))
 @click.option("--task", "tasks", multiple=True, type=click.Choice(["nli", "qa", "ner"]),
               help="Tasks to run (default: all three).")
-@click.option("--draws", "n_draws", type=int, default=10, show_default=True, help="Random draws for the protocol.")
+@click.option("--draws", "n_draws", type=int, default=5, show_default=True, help="Random draws for the protocol.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws.")
-def quickstart(directory, tasks, n_draws, seed):
-    """Generate data, train a tiny grid, ingest it and print the protocol table.
+@click.option("--no-averaging", is_flag=True, help="Skip materializing the accumulative averages (faster).")
+def quickstart(directory, tasks, n_draws, seed, no_averaging):
+    """Generate data, train a tiny grid, ingest it, average, and print the protocol table.
 
     Everything happens offline: a small synthetic multilingual corpus per task (English source,
     several target "languages"), a tokenizer trained on it, a tiny XLM-R-shaped model built from
     a config, and a reduced hyperparameter grid with real snapshots, predictions and safetensors
-    weights. The runs land in DIRECTORY/runs/ and the store in DIRECTORY/ofa-eval.duckdb
-    (default DIRECTORY: ./ofa-quickstart). Runs already trained there are reused.
+    weights. The runs land in DIRECTORY/runs/, the averaged models of accumulative CA averaging
+    in DIRECTORY/averages/, and the store in DIRECTORY/ofa-eval.duckdb (default DIRECTORY:
+    ./ofa-quickstart). Runs and averages already made there are reused.
     """
     from pathlib import Path
 
@@ -32,18 +34,23 @@ def quickstart(directory, tasks, n_draws, seed):
 
     root = Path(directory)
     runs = train_quickstart_grid(root, tasks=tuple(tasks) or ("nli", "qa", "ner"), progress=True)
-    db = root / "ofa-eval.duckdb"
-    with connected(str(db)) as con:
+    db = str(root / "ofa-eval.duckdb")
+    with connected(db) as con:
         summary = ingest(con, runs, progress=True)
         click.echo(f"{len(summary.ingested)} run(s) ingested into {db}", err=True)
-        pairs = strategy_pairs(("max-src-dev", "max-trg-dev"), (), soup_k=5)
-        with transaction(con):
-            pools = pools_in_store(con, (), ())
-            max_runs = min(4, *(len({c for c in _configs(con, t, m)}) for t, m in pools))
-            rows, _ = compute_protocol(con, pools, pairs, DrawOptions(n_draws=n_draws, seed=seed), max_runs, 5)
+        max_runs = min(4, *(len(_configs(con, t, m)) for t, m in pools_in_store(con, (), ())))
+    options = DrawOptions(n_draws=n_draws, seed=seed)
+    pairs = strategy_pairs(("max-src-dev", "max-trg-dev"), (), soup_k=5)
+    if not no_averaging:
+        averaging = [("accumulative", "ca")]
+        made = materialize_needed(db, (), (), averaging, options, max_runs, out=str(root / "averages"))
+        click.echo(f"{made} averaged model(s) materialized", err=True)
+        pairs += averaging
+    with connected(db) as con, transaction(con):
+        rows, _ = compute_protocol(con, pools_in_store(con, (), ()), pairs, options, max_runs, 5)
     click.echo(render_protocol(rows, "table"))
     click.echo(f"\nstore: {db}  runs: {runs}\n"
-               f"next: ofa-eval --db {db} sql \"SELECT * FROM run_variants LIMIT 5\"")
+               f"next: ofa-eval --db {db} report {root / 'report'}")
 
 
 def _configs(con, task, model):
