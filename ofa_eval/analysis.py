@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ofa_eval import bootstrap
 from ofa_eval.correlation import COEFFICIENTS
 from ofa_eval.protocol import (DrawOptions, Pool, averaged_model_keys, averaging_recipe, pair_curves,
                                selected_runs)
@@ -30,15 +31,16 @@ class Interval:
 
 
 def percentile_interval(value: float, samples: np.ndarray, level: float) -> Interval:
-    tail = (1 - level) / 2
-    low, high = np.nanquantile(samples, [tail, 1 - tail])
+    """The estimate with the percentile interval of its bootstrap samples (undefined ones dropped)."""
+    samples = np.asarray(samples, dtype=float)
+    low, high = bootstrap.percentile_interval(samples[~np.isnan(samples)], level)
     return Interval(float(value), float(low), float(high))
 
 
 def tracking(curve: np.ndarray, oracle: np.ndarray, rng, n_resamples: int, level: float) -> dict[str, Interval]:
     """Correlations over (draw, r) cells, resampling whole draws."""
     n_draws = curve.shape[0]
-    picks = rng.integers(n_draws, size=(n_resamples, n_draws))
+    picks = bootstrap.paired_indices(n_draws, n_resamples, rng)
     x_boot = curve[picks].reshape(n_resamples, -1)
     y_boot = oracle[picks].reshape(n_resamples, -1)
     return {name: percentile_interval(f(curve.ravel(), oracle.ravel()), f(x_boot, y_boot), level)
@@ -47,7 +49,7 @@ def tracking(curve: np.ndarray, oracle: np.ndarray, rng, n_resamples: int, level
 
 def regret(curve: np.ndarray, oracle: np.ndarray, rng, n_resamples: int, level: float) -> list[Interval]:
     gap = oracle - curve
-    picks = rng.integers(gap.shape[0], size=(n_resamples, gap.shape[0]))
+    picks = bootstrap.paired_indices(gap.shape[0], n_resamples, rng)
     boot = gap[picks].mean(axis=1)
     return [percentile_interval(gap[:, r].mean(), boot[:, r], level) for r in range(gap.shape[1])]
 
@@ -128,7 +130,7 @@ def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, 
         languages = per_language_at(pool, draws, strategy, variant, max_runs, tables).mean(axis=0)
         keep = ~(np.isnan(languages) | np.isnan(oracle_languages))
         x, y = languages[keep], oracle_languages[keep]
-        picks = rng.integers(len(x), size=(n_resamples, len(x)))
+        picks = bootstrap.paired_indices(len(x), n_resamples, rng)
         for name, f in COEFFICIENTS.items():
             interval = percentile_interval(f(x, y), f(x[picks], y[picks]), level)
             out["languages"].append({**pair, "coefficient": name, "languages": int(keep.sum()), **vars(interval)})
@@ -183,7 +185,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, n_r
     _, curves = pair_curves(con, pool, [a, b], options, max_runs)
     (draws_a, score_a), (draws_b, score_b) = curves[a], curves[b]
     difference = score_a - score_b
-    picks = rng.integers(difference.shape[0], size=(n_resamples, difference.shape[0]))
+    picks = bootstrap.paired_indices(difference.shape[0], n_resamples, rng)
     wins = (difference > 0) + 0.5 * (difference == 0)
     base = {"task": pool.task, "model": pool.model, "a": " ".join(a), "b": " ".join(b)}
     by_r = []

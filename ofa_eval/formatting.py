@@ -70,7 +70,8 @@ def _latex_escape(text: str) -> str:
 
 def render_protocol(rows: list[dict], fmt: str) -> str:
     if fmt in ("csv", "json"):
-        return render_rows(rows, list(PROTOCOL_COLUMNS), fmt)
+        extra = [c for c in ("ci_low", "ci_high") if rows and c in rows[0]]
+        return render_rows(rows, list(PROTOCOL_COLUMNS) + extra, fmt)
     blocks = []
     for (task, model), group in _group(rows, ("task", "model")).items():
         pairs = list(dict.fromkeys((r["strategy"], r["variant"]) for r in group))
@@ -80,7 +81,8 @@ def render_protocol(rows: list[dict], fmt: str) -> str:
         cells = [[str(n)] + [_mean_std(by_cell.get((s, v, n))) for s, v in pairs] for n in runs]
         draws = sorted({r["draws"] for r in group})
         over = "every possible draw" if len(draws) > 2 else f"{'/'.join(map(str, draws))} draws"
-        title = f"{task} / {model} (mean ± std over {over}, percent)"
+        shown = "mean [bootstrap CI]" if "ci_low" in group[0] else "mean ± std"
+        title = f"{task} / {model} ({shown} over {over}, percent)"
         heading = {"markdown": f"**{title}**\n", "latex": f"% {title}"}.get(fmt, title)
         blocks.append(heading + "\n" + _grid(header, cells, fmt))
     return "\n\n".join(blocks)
@@ -89,6 +91,8 @@ def render_protocol(rows: list[dict], fmt: str) -> str:
 def _mean_std(row: dict | None) -> str:
     if row is None:
         return ""
+    if "ci_low" in row:
+        return f"{row['mean']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
     if row["std"] is None:
         return f"{row['mean']:.1f}"
     return f"{row['mean']:.1f} ± {row['std']:.1f}"

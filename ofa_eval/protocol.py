@@ -325,16 +325,39 @@ def summarize(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def protocol_rows(pool: Pool, curves: dict, max_runs: int) -> list[dict]:
-    """Long rows with the protocol CSV's columns, for every pair and r."""
+@dataclass(frozen=True)
+class IntervalOptions:
+    """A bootstrap confidence interval of the mean over draws (protocol --ci)."""
+
+    level: float = 0.95
+    n_resamples: int = 10_000
+    method: str = "percentile"
+    seed: int = 0
+
+
+def protocol_rows(pool: Pool, curves: dict, max_runs: int, interval: IntervalOptions | None = None) -> list[dict]:
+    """Long rows with the protocol CSV's columns, for every pair and r (plus ci_low/ci_high)."""
     rows = []
     for (strategy, variant), (draws, scores) in curves.items():
         mean, std = summarize(scores)
+        bounds = _mean_intervals(scores, interval) if interval else None
         for r in range(max_runs):
-            rows.append({"task": pool.task, "model": pool.model, "strategy": strategy, "variant": variant,
-                         "runs": r + 1, "mean": float(mean[r]),
-                         "std": None if math.isnan(std[r]) else float(std[r]), "draws": len(draws.runs)})
+            row = {"task": pool.task, "model": pool.model, "strategy": strategy, "variant": variant,
+                   "runs": r + 1, "mean": float(mean[r]),
+                   "std": None if math.isnan(std[r]) else float(std[r]), "draws": len(draws.runs)}
+            if bounds is not None:
+                row.update(ci_low=float(bounds[0][r]), ci_high=float(bounds[1][r]))
+            rows.append(row)
     return rows
+
+
+def _mean_intervals(scores: np.ndarray, interval: IntervalOptions):
+    """Bootstrap over draws (the same resamples for every r and pair, so they stay paired)."""
+    from ofa_eval.bootstrap import bootstrap_ci
+
+    result = bootstrap_ci(scores.T, np.mean, n_resamples=interval.n_resamples, confidence_level=interval.level,
+                          method=interval.method, rng=np.random.default_rng(interval.seed), keep_distribution=False)
+    return np.atleast_1d(result.low), np.atleast_1d(result.high)
 
 
 def record_results(con, rows: list[dict], settings: dict) -> None:
@@ -343,10 +366,10 @@ def record_results(con, rows: list[dict], settings: dict) -> None:
         return
     text = json.dumps(settings, sort_keys=True)
     con.executemany(
-        "INSERT INTO protocol_result_table (task, model, strategy, variant, runs, mean, std, draws, settings) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(r["task"], r["model"], r["strategy"], r["variant"], r["runs"], r["mean"], r["std"], r["draws"], text)
-         for r in rows])
+        "INSERT INTO protocol_result_table (task, model, strategy, variant, runs, mean, std, draws, ci_low, ci_high, "
+        "settings) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r["task"], r["model"], r["strategy"], r["variant"], r["runs"], r["mean"], r["std"], r["draws"],
+          r.get("ci_low"), r.get("ci_high"), text) for r in rows])
 
 
 def pools_in_store(con, tasks: tuple[str, ...], models: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -394,7 +417,8 @@ class DrawOptions:
 
 
 def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOptions, max_runs: int,
-                     soup_k: int, record: bool = True, skip_incomplete: bool = False) -> tuple[list[dict], list[str]]:
+                     soup_k: int, record: bool = True, skip_incomplete: bool = False,
+                     interval: IntervalOptions | None = None) -> tuple[list[dict], list[str]]:
     """Protocol rows for every pool, and notes on the pools that were skipped.
 
     A pool is incomplete when it has no recorded draws to replay or lacks averaged models a
@@ -406,7 +430,8 @@ def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOpti
     rows, notes = [], []
     for task, model in pools:
         try:
-            rows += _pool_protocol(con, load_pool(con, task, model), pairs, options, max_runs, soup_k, record)
+            rows += _pool_protocol(con, load_pool(con, task, model), pairs, options, max_runs, soup_k, record,
+                                   interval)
         except IncompletePool as gap:
             if not skip_incomplete:
                 raise OfaError(str(gap)) from None
@@ -433,11 +458,15 @@ def pair_curves(con, pool: Pool, pairs, options: DrawOptions, max_runs: int):
     return common, curves
 
 
-def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, soup_k: int, record: bool):
+def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, soup_k: int, record: bool,
+                   interval: IntervalOptions | None):
     common, curves = pair_curves(con, pool, pairs, options, max_runs)
-    pool_rows = protocol_rows(pool, curves, max_runs)
+    pool_rows = protocol_rows(pool, curves, max_runs, interval)
     if record:
-        record_results(con, pool_rows, {**common.description, "max_runs": max_runs, "soup_k": soup_k})
+        settings = {**common.description, "max_runs": max_runs, "soup_k": soup_k}
+        if interval:
+            settings["interval"] = vars(interval)
+        record_results(con, pool_rows, settings)
     return pool_rows
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ofa_eval import bootstrap
 from ofa_eval.analysis import language_scores, per_language_at
 from ofa_eval.correlation import pearson, spearman
 from ofa_eval.formatting import render_protocol
@@ -33,10 +34,9 @@ def _pyplot():
 
 def mean_bands(scores: np.ndarray, rng, n_resamples: int, level: float):
     """Mean over draws per r, with a percentile bootstrap band over draws."""
-    picks = rng.integers(scores.shape[0], size=(n_resamples, scores.shape[0]))
-    boot = scores[picks].mean(axis=1)
-    tail = (1 - level) / 2
-    return scores.mean(axis=0), np.quantile(boot, tail, axis=0), np.quantile(boot, 1 - tail, axis=0)
+    boot = scores[bootstrap.paired_indices(scores.shape[0], n_resamples, rng)].mean(axis=1)
+    low, high = bootstrap.percentile_interval(boot.T, level)
+    return scores.mean(axis=0), low, high
 
 
 def plot_curves(curves: dict, out: Path, title: str, rng, n_resamples: int, level: float) -> list[Path]:

@@ -126,6 +126,8 @@ CREATE TABLE protocol_result_table (
     mean       DOUBLE NOT NULL,
     std        DOUBLE,
     draws      BIGINT NOT NULL,             -- draws averaged over (with --exact: every possible draw)
+    ci_low     DOUBLE,                       -- with --ci: bootstrap interval of the mean over draws
+    ci_high    DOUBLE,
     settings   VARCHAR NOT NULL              -- JSON: draw source, seed, excluded draws, soup k, ...
 );
 

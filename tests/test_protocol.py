@@ -131,3 +131,22 @@ def test_recipes_map_to_release_weights():
 
     for recipe, weights in RECIPE_WEIGHTS.items():
         assert recipe_name(weights) == recipe
+
+
+def test_confidence_intervals_agree_with_scipy(cli, synthetic):
+    from scipy import stats
+
+    result = cli("protocol", "--task", "nli", "--model", "tiny-model", "--strategy", "accumulative", "--variant",
+                 "ca", "--replay", "-R", 4, "--ci", 90, "--bootstrap", 5000, "--bootstrap-seed", 7, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    draws = [synthetic.draws["nli"][label] for label in sorted(synthetic.draws["nli"])]
+    import numpy as np
+
+    scores = np.array([[brute_force_average(synthetic, "nli", "ca", ids, r) for r in range(1, 5)] for ids in draws])
+    reference = stats.bootstrap((scores.T,), np.mean, n_resamples=5000, confidence_level=0.90, method="percentile",
+                                axis=-1, rng=np.random.default_rng(7))
+    for row in _rows(result.stdout):
+        r = int(row["runs"]) - 1
+        spread = scores[:, r].std() + 1e-9
+        assert float(row["ci_low"]) == pytest.approx(reference.confidence_interval.low[r], abs=0.05 * spread)
+        assert float(row["ci_high"]) == pytest.approx(reference.confidence_interval.high[r], abs=0.05 * spread)

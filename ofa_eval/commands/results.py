@@ -62,10 +62,16 @@ def _pairs(strategies, variants, all_pairs, soup_k):
               help="First make and score the averaged models the draws need (see `ofa-eval materialize`).")
 @click.option("--exact", is_flag=True,
               help="Selection strategies in closed form over every possible draw instead of sampled draws.")
+@click.option("--ci", "ci_percent", type=float, help="Add a bootstrap confidence interval (over draws) of the "
+              "mean at this level, e.g. 95: columns ci_low, ci_high.")
+@click.option("--bootstrap", "n_resamples", type=int, default=10_000, show_default=True,
+              help="Bootstrap resamples for --ci.")
+@click.option("--ci-method", type=click.Choice(["percentile", "bca"]), default="percentile", show_default=True)
+@click.option("--bootstrap-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
-             soup_k, materialize, exact, fmt):
+             soup_k, materialize, exact, ci_percent, n_resamples, ci_method, bootstrap_seed, fmt):
     """Run the resampling protocol and print mean and std over draws for r = 1..R.
 
     \b
@@ -80,10 +86,16 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
     store; --exact gives the selection strategies' expectation and std over every possible
     draw in closed form. Results are written to the store's protocol_results view.
     """
+    from ofa_eval.errors import OfaError
     from ofa_eval.formatting import render_protocol
-    from ofa_eval.protocol import compute_protocol, pools_in_store
+    from ofa_eval.protocol import IntervalOptions, compute_protocol, pools_in_store
     from ofa_eval.store import connected, transaction
 
+    interval = None
+    if ci_percent is not None:
+        if not 0 < ci_percent < 100 or n_resamples < 10:
+            raise OfaError("--ci must be between 0 and 100 and --bootstrap at least 10")
+        interval = IntervalOptions(ci_percent / 100, n_resamples, ci_method, bootstrap_seed)
     pairs = _pairs(strategies, variants, all_pairs, soup_k)
     options = _options(replay, exclude, n_draws, seed)
     if exact:
@@ -95,7 +107,7 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
     with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
         pools = pools_in_store(con, tasks, models)
         rows, notes = compute_protocol(con, pools, pairs, options, max_runs, soup_k,
-                                       skip_incomplete=not (tasks and models))
+                                       skip_incomplete=not (tasks and models), interval=interval)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(render_protocol(rows, fmt))
