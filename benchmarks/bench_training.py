@@ -88,6 +88,15 @@ def trainer_steps_per_second(model, features, config, steps: int, warmup: int, p
     return steps / (marks[steps + warmup] - marks[warmup])
 
 
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        name = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("model name")), name)
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150, help="timed optimizer steps per measurement")
@@ -120,7 +129,7 @@ def main() -> None:
     ratio = median["producers"] / median["transformers.Trainer"]
     n_parameters = sum(p.numel() for p in initial.parameters())
     mean_tokens = sum(len(f["input_ids"]) for f in features) / len(features)
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    report = {"machine": machine(),
               "python": platform.python_version(), "torch": torch.__version__,
               "transformers": transformers.__version__, "threads": options.threads,
               "parameters": n_parameters, "shape": SHAPE, "batch_size": options.batch_size,

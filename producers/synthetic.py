@@ -140,7 +140,7 @@ def qa_example(rng) -> tuple[list[list[str]], list[str], int, list[str]]:
     # The asked kind of fact is often unique in the context (found by its kind alone); otherwise
     # the question's name must be matched.
     asked, asked_kind = rng.randrange(len(people)), rng.randrange(3)
-    kinds = [asked_kind if i == asked else rng.choice([k for k in range(3) if k != asked_kind] * 2 + [asked_kind])
+    kinds = [asked_kind if i == asked else rng.choice([k for k in range(3) if k != asked_kind] * 6 + [asked_kind])
              for i in range(len(people))]
     facts = [qa_fact(rng, person, kind) for person, kind in zip(people, kinds)]
     return [sentence for sentence, _, _ in facts], facts[asked][1], asked, facts[asked][2]
@@ -232,7 +232,8 @@ def write_corpus(directory, seed: int = 0, sizes: dict | None = None) -> Path:
     for task in GENERATORS:
         for language, splits in SPLITS.items():
             for split in splits:
-                _write_records(directory / task / language, split, task, generate(task, language, split, sizes[split], seed))
+                records = generate(task, language, split, sizes[split], seed)
+                _write_records(directory / task / language, split, task, records)
     marker.write_text("synthetic corpus complete\n")
     return directory
 

@@ -162,9 +162,9 @@ def train_run(config, data, run_dir, head: HeadAlignment | None = None, progress
     with tqdm(total=total, initial=state.step, desc=config.name, unit="step", disable=not progress) as bar:
         fit(model, train_features, config, optimizer, scheduler, total, start_step=state.step,
             pad_token_id=tokenizer.pad_token_id, on_step=on_step, progress=bar)
-    model.load_state_dict(state.ca)
+    model.load_state_dict(state.ca)  # CA, in the model's own dtypes from here on
     folder.predict_all(model, "ca", eval_features, tokenizer.pad_token_id)
-    folder.complete(state, total, folder.write_weights("ca", state.ca))
+    folder.complete(state, total, folder.write_weights("ca", model.state_dict()))
     return run_dir
 
 
@@ -242,7 +242,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> RunState | None:
 
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scheduler.load_state_dict(payload["scheduler"])
