@@ -14,7 +14,6 @@ Weights are never unpickled: only safetensors headers are read, to catch truncat
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from ofa_eval.errors import OfaError
+from ofa_eval.keys import file_sha256
 from ofa_eval.parquet import read_parquet
 from ofa_eval.store import ensure_eval_set, ensure_task, transaction
 
@@ -88,14 +88,6 @@ def check_safetensors(path: Path, expected_bytes: int | None) -> None:
         raise OfaError(f"{path}: truncated safetensors file ({size} bytes)")
     if expected_bytes is not None and expected_bytes != size:
         raise OfaError(f"{path}: {size} bytes, the manifest says {expected_bytes}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _subjects(manifest: dict) -> list[str]:

@@ -1,6 +1,7 @@
 """Cache keys shared by import, ingest, materialization and the protocol."""
 
 import hashlib
+from pathlib import Path
 
 
 def member_key(member_ids) -> str:
@@ -10,3 +11,12 @@ def member_key(member_ids) -> str:
     snapshot's content hash for ingested runs. Averaging is order-free, so the key is too.
     """
     return hashlib.sha256(",".join(sorted(member_ids)).encode()).hexdigest()
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    """The SHA-256 of a file's content, read in chunks (weight files are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
