@@ -8,7 +8,8 @@ ten of them in this machine's page cache, so the default is shallower).
 Methods, each in its own process, timed inside the process around the work only (interpreter
 and library start-up excluded), peak RSS from VmHWM; before every run the outputs of the last
 one are deleted, dirty pages synced, and every input the run uses is read once (warm-up): the
-page cache cannot be dropped here, so every method sees a warm cache. Best of --repeat runs (the machine may be shared).
+page cache cannot be dropped here, so every method sees a warm cache. Best of --repeat runs
+(the machine may be shared with other work).
 
 - floor: read the r input files once, sequentially, into one reused page-aligned 4 MiB buffer
   (the fastest plain read we found: a destination at an unlucky page offset is 5x slower here).
@@ -20,7 +21,7 @@ page cache cannot be dropped here, so every method sees a warm cache. Best of --
   `--mergekit-python` (skipped and recorded as such when it is missing).
 
     python benchmarks/bench_average.py [--layers 4] [--inputs 10] [--average-r 1-10]
-        [--naive-r 1,10] [--mergekit-r 10] [--mergekit-python /tmp/mk/bin/python] [--repeat 3]
+        [--naive-r 10] [--mergekit-r 10] [--mergekit-python /tmp/mk/bin/python] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -123,6 +124,18 @@ def worker_mergekit(folders: list[Path], output: Path) -> None:
     run_merge(config, str(output), options=MergeOptions(copy_tokenizer=False, write_model_card=False, quiet=True))
 
 
+def preload_libraries(method: str) -> None:
+    """Import what a method needs before its clock starts: library start-up is not averaging."""
+    if method in ("average", "accumulate"):
+        import ofa_eval.averaging  # noqa: F401 - torch with it
+    elif method == "naive":
+        import safetensors.torch  # noqa: F401
+    elif method == "mergekit":
+        import mergekit.config  # noqa: F401
+        import mergekit.merge  # noqa: F401
+        import mergekit.options  # noqa: F401
+
+
 def run_worker_method(method: str, inputs: list[Path], output: Path) -> None:
     files = [folder / "model.safetensors" for folder in inputs]
     work = {"floor": lambda: worker_floor(files, output, n_writes=0),
@@ -132,11 +145,7 @@ def run_worker_method(method: str, inputs: list[Path], output: Path) -> None:
             "accumulate": lambda: worker_accumulate(inputs, output),
             "naive": lambda: worker_naive(files, output),
             "mergekit": lambda: worker_mergekit(inputs, output)}[method]
-    if method in ("average", "accumulate", "naive"):
-        import torch  # noqa: F401 - imported before the clock starts, as mergekit's is
-
-    if method == "mergekit":
-        import mergekit.merge  # noqa: F401
+    preload_libraries(method)
     rss_before = current_rss_bytes()
     began = time.perf_counter()
     work()
@@ -302,7 +311,8 @@ def markdown(result: dict) -> str:
                      f"{row['average'] / row['floor+write']:.2f} | {size * row['r'] / 1e9 / row['average']:.1f} | "
                      f"{row['average_rss_growth'] / 1e6:.0f} |")
     lines += ["", "## Other ways to average r inputs", "",
-              "| method | r | seconds | / floor | / `average` | peak RSS MB | RSS growth MB | max abs diff to `average` |",
+              "| method | r | seconds | / floor | / `average` | peak RSS MB | RSS growth MB "
+              "| max abs diff to `average` |",
               "|---|---|---|---|---|---|---|---|"]
     for row in result["others"]:
         difference = "" if row.get("max_abs_diff") is None else f"{row['max_abs_diff']:.1e}"
@@ -342,14 +352,15 @@ def mergekit_available(python: str) -> str | None:
 def run_benchmark(args) -> dict:
     import torch
 
-    began = time.perf_counter()
+    began, load_before = time.perf_counter(), os.getloadavg()
     config = xlmr_large_config(args.layers, args.vocab)
     shapes = tensor_shapes(config)
     folders = write_inputs(config, shapes, args.inputs)
     size = (folders[0] / "model.safetensors").stat().st_size
     python = sys.executable
-    result = {"machine": machine(), "torch": torch.__version__, "load_average_before": os.getloadavg(), "layers": args.layers, "vocab": args.vocab,
-              "inputs": args.inputs, "repeat": args.repeat, "checkpoint_bytes": size, "n_tensors": len(shapes),
+    result = {"machine": machine(), "torch": torch.__version__, "load_average_before": load_before,
+              "layers": args.layers, "vocab": args.vocab, "inputs": args.inputs, "repeat": args.repeat,
+              "checkpoint_bytes": size, "n_tensors": len(shapes),
               "parameters": sum(torch.Size(s).numel() for s in shapes.values()), "average": [], "others": []}
     floors = {}
     for r in sorted(set(args.average_r) | set(args.naive_r) | set(args.mergekit_r) | {args.inputs}):
@@ -397,7 +408,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=250002)
     parser.add_argument("--inputs", type=int, default=10)
     parser.add_argument("--average-r", type=parse_r_values, default="1-10")
-    parser.add_argument("--naive-r", type=parse_r_values, default="1,10")
+    parser.add_argument("--naive-r", type=parse_r_values, default="10")
     parser.add_argument("--mergekit-r", type=parse_r_values, default="10")
     parser.add_argument("--mergekit-python", default="/tmp/mk/bin/python")
     parser.add_argument("--repeat", type=int, default=3)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import json
 import math
 import mmap
@@ -40,6 +39,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 from ofa_eval.errors import OfaError
+from ofa_eval.keys import file_sha256  # noqa: F401 - re-exported: content-hash cache keys of weight files
 
 SINGLE_FILE = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
@@ -242,17 +242,6 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) pairs of a checkpoint, one tensor in memory at a time."""
     for entry in storage_order(open_checkpoint(path)):
         yield entry.name, _load_entry(entry)
-
-
-def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's content, read in chunks (a content-hash cache key)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(chunk_bytes)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -557,16 +546,28 @@ def _accumulate(accumulator: torch.Tensor, chunk: torch.Tensor, weight: float, f
 
 
 def _average_float_chunk(entry, start, count, readers, weights, writers, buffers, write_queue) -> None:
-    """Accumulate one chunk of one float tensor over every input, writing each requested prefix."""
-    in_dtype = FLOAT_DTYPES[entry.dtype]
-    accumulator = buffers.get("accumulator", _accumulator_dtype(entry.dtype), count)
+    """Accumulate one chunk of one float tensor over every input, writing each requested prefix.
+
+    When the tensor's dtype is the accumulator's (float32, float64), the sum is accumulated in a
+    write slot and the last prefix is scaled in place and written from it: one pass less.
+    """
+    in_dtype, last = FLOAT_DTYPES[entry.dtype], max(writers)
+    in_place = _accumulator_dtype(entry.dtype) == in_dtype
+    if in_place:
+        slot, accumulator = write_queue.slot(in_dtype, count, writers[last].queued)
+    else:
+        accumulator = buffers.get("accumulator", _accumulator_dtype(entry.dtype), count)
     byte_offset, total_weight, started = start * in_dtype.itemsize, 0.0, False
-    for position, (reader, weight) in enumerate(zip(readers, weights)):
+    for position, (reader, weight) in enumerate(zip(readers[:last], weights)):
         if weight > 0:
             _accumulate(accumulator, reader.view(entry.name, byte_offset, in_dtype, count), weight, not started)
             reader.release(entry.name, byte_offset, count * in_dtype.itemsize)
             total_weight, started = total_weight + weight, True
-        if position + 1 in writers:
+        if position + 1 == last and in_place:
+            if total_weight != 1.0:
+                accumulator.div_(total_weight)
+            write_queue.put(writers[last], _byte_view(accumulator), slot)
+        elif position + 1 in writers:
             _write_scaled(write_queue, writers[position + 1], accumulator, total_weight, in_dtype)
 
 
