@@ -333,8 +333,36 @@ def markdown(result: dict) -> str:
               f"| separate `average` calls for r = {', '.join(map(str, acc['separate_r']))} (sum of the rows above) "
               f"| {acc['separate_seconds']:.2f} |",
               "", f"Accumulate RSS growth: {acc['rss_growth'] / 1e6:.0f} MB (peak {acc['peak_rss'] / 1e6:.0f} MB).", ""]
-    lines += result.get("notes", [])
+    lines += ["## Reading the numbers", "", *summary_notes(result)]
     return "\n".join(lines) + "\n"
+
+
+def summary_notes(result: dict) -> list[str]:
+    """Plain statements derived from the measurements, for the results file."""
+    within = [row["r"] for row in result["average"] if row["average"] <= 1.3 * row["floor"]]
+    largest = result["average"][-1]
+    max_growth = max(row["average_rss_growth"] for row in result["average"])
+    others = result["others"]
+    compared = [row for row in others if row.get("max_abs_diff") is not None]
+    return [
+        f"- Goal: `average` within 1.3x of the read floor. Met at r = {', '.join(map(str, within)) or 'none'}; "
+        f"at r = {largest['r']} the ratio is {largest['average'] / largest['floor']:.2f} "
+        f"({largest['average'] / largest['floor+write']:.2f}x floor+write). The fixed part of the gap is "
+        "writing the output (floor+write minus floor), which weighs most at small r.",
+        "- `average` adds the inputs through memory maps, straight from the page cache (no copy), and a "
+        "second thread writes the output while the next chunk is summed; on 2 cores that thread competes "
+        "with the adds and with anything else running.",
+        "- Separate `average` runs delete their single output before it reaches the disk, while the "
+        f"{gb(result['checkpoint_bytes'] * result['inputs'])} GB that `--accumulate` writes exceed the kernel's "
+        "dirty-page limit and go to disk during the run: compare `--accumulate` with floor+write-all, not with "
+        "the sum of separate runs.",
+        f"- Peak RSS growth: at most {max_growth / 1e6:.0f} MB for `average` (any r) and "
+        f"{result['accumulate']['rss_growth'] / 1e6:.0f} MB for `--accumulate`, against "
+        f"{gb(result['checkpoint_bytes'])} GB per checkpoint. "
+        + "; ".join(f"{row['method']} at r = {row['r']}: {row['rss_growth'] / 1e9:.1f} GB" for row in others) + ".",
+        "- Max abs difference to `average` at r = {}: {}.".format(
+            result["inputs"], "; ".join(f"{row['method']} {row['max_abs_diff']:.1e}" for row in compared) or "n/a"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
