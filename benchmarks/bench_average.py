@@ -236,10 +236,23 @@ def measure(method: str, folders: list[Path], python: str, keep: bool = False) -
     return result
 
 
-def repeated(method: str, folders: list[Path], python: str, repeat: int, keep: bool = False) -> dict:
-    runs = [measure(method, folders, python, keep=keep and i == repeat - 1) for i in range(repeat)]
+def summarise(runs: list[dict]) -> dict:
     return {"seconds": min(r["seconds"] for r in runs), "all_seconds": [r["seconds"] for r in runs],
             "peak_rss": max(r["peak_rss"] for r in runs), "rss_growth": max(r["rss_growth"] for r in runs)}
+
+
+def interleaved(methods: list[str], folders: list[Path], python: str, repeat: int, keep: str = "") -> dict:
+    """Each method `repeat` times, taking turns (so that all see the same spells of load from
+    other work); the best time of each. The last output of method `keep` is kept."""
+    runs: dict[str, list[dict]] = {method: [] for method in methods}
+    for attempt in range(repeat):
+        for method in methods:
+            runs[method].append(measure(method, folders, python, keep=method == keep and attempt == repeat - 1))
+    return {method: summarise(method_runs) for method, method_runs in runs.items()}
+
+
+def repeated(method: str, folders: list[Path], python: str, repeat: int, keep: bool = False) -> dict:
+    return interleaved([method], folders, python, repeat, keep=method if keep else "")[method]
 
 
 def max_abs_difference(first: Path, second: Path) -> float:
@@ -321,6 +334,11 @@ def markdown(result: dict) -> str:
                      f"{row['rss_growth'] / 1e6:.0f} | {difference} |")
     if result.get("mergekit_note"):
         lines += ["", f"mergekit: {result['mergekit_note']}"]
+    elif result.get("mergekit_versions"):
+        lines += ["", f"mergekit: {result['mergekit_versions']} in a separate venv (`python3 -m venv /tmp/mk && "
+                  "/tmp/mk/bin/pip install mergekit` pulled a CUDA torch 2.14.1; `pip install torch==2.13.0` "
+                  "then put the CPU torch of this project in its place), `run_merge` with `merge_method: linear`, "
+                  "`normalize: true`, `dtype: float32`, no tokenizer copy, no model card."]
     acc = result["accumulate"]
     lines += ["", f"## `--accumulate` over {result['inputs']} inputs (prefixes 1..{result['inputs']} in one pass)", "",
               "| what | seconds |", "|---|---|",
@@ -346,7 +364,7 @@ def summary_notes(result: dict) -> list[str]:
     compared = [row for row in others if row.get("max_abs_diff") is not None]
     return [
         f"- Goal: `average` within 1.3x of the read floor. Met at r = {', '.join(map(str, within)) or 'none'}; "
-        f"at r = {largest['r']} the ratio is {largest['average'] / largest['floor']:.2f} "
+        f"at r = {largest['r']} (best of the runs) the ratio is {largest['average'] / largest['floor']:.2f} "
         f"({largest['average'] / largest['floor+write']:.2f}x floor+write). The fixed part of the gap is "
         "writing the output (floor+write minus floor), which weighs most at small r.",
         "- `average` adds the inputs through memory maps, straight from the page cache (no copy), and a "
@@ -377,30 +395,32 @@ def mergekit_available(python: str) -> str | None:
     return None if check.returncode == 0 else f"mergekit does not import: {check.stderr.strip().splitlines()[-1]}"
 
 
-def run_benchmark(args) -> dict:
-    import torch
+def mergekit_versions(python: str) -> str:
+    """mergekit's and its torch's versions in that venv."""
+    code = ("import importlib.metadata as m, torch; "
+            "print(f'mergekit {m.version(\"mergekit\")}, torch {torch.__version__}')")
+    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
 
-    began, load_before = time.perf_counter(), os.getloadavg()
-    config = xlmr_large_config(args.layers, args.vocab)
-    shapes = tensor_shapes(config)
-    folders = write_inputs(config, shapes, args.inputs)
-    size = (folders[0] / "model.safetensors").stat().st_size
-    python = sys.executable
-    result = {"machine": machine(), "torch": torch.__version__, "load_average_before": load_before,
-              "layers": args.layers, "vocab": args.vocab, "inputs": args.inputs, "repeat": args.repeat,
-              "checkpoint_bytes": size, "n_tensors": len(shapes),
-              "parameters": sum(torch.Size(s).numel() for s in shapes.values()), "average": [], "others": []}
+
+def measure_averages(args, folders, python, result) -> dict[int, float]:
+    """floor, floor+write and `average` for each r, taking turns; returns each r's floor."""
     floors = {}
-    for r in sorted(set(args.average_r) | set(args.naive_r) | set(args.mergekit_r) | {args.inputs}):
-        floors[r] = repeated("floor", folders[:r], python, args.repeat)["seconds"]
     for r in args.average_r:
-        write_floor = repeated("floor+write", folders[:r], python, args.repeat)
-        average = repeated("average", folders[:r], python, args.repeat, keep=r == args.inputs)
+        runs = interleaved(["floor", "floor+write", "average"], folders[:r], python, args.repeat,
+                           keep="average" if r == args.inputs else "")
+        floors[r], write_floor, average = runs["floor"]["seconds"], runs["floor+write"], runs["average"]
         result["average"].append({"r": r, "floor": floors[r], "floor+write": write_floor["seconds"],
                                   "average": average["seconds"], "average_all": average["all_seconds"],
                                   "average_peak_rss": average["peak_rss"], "average_rss_growth": average["rss_growth"]})
         print(f"r={r}: floor {floors[r]:.2f}s, floor+write {write_floor['seconds']:.2f}s, "
               f"average {average['seconds']:.2f}s", flush=True)
+    for r in sorted((set(args.naive_r) | set(args.mergekit_r) | {args.inputs}) - set(floors)):
+        floors[r] = repeated("floor", folders[:r], python, args.repeat)["seconds"]
+    return floors
+
+
+def measure_others(args, folders, python, result, floors) -> None:
+    """The naive loop and mergekit; their r = n outputs compared with `average`'s."""
     averages = {row["r"]: row["average"] for row in result["average"]}
     reference = WORK / f"out-average-{args.inputs}"
     for method, r_values in (("naive", args.naive_r), ("mergekit", args.mergekit_r)):
@@ -408,23 +428,45 @@ def run_benchmark(args) -> dict:
             result["mergekit_note"] = mergekit_available(args.mergekit_python)
             if result["mergekit_note"]:
                 continue
+            result["mergekit_versions"] = mergekit_versions(args.mergekit_python)
+        method_python = python if method == "naive" else args.mergekit_python
         for r in r_values:
-            run = repeated(method, folders[:r], python if method == "naive" else args.mergekit_python, args.repeat,
-                           keep=r == args.inputs)
+            run = repeated(method, folders[:r], method_python, args.repeat, keep=r == args.inputs)
             output = WORK / f"out-{method}-{r}"
             output_file = output / "model.safetensors" if output.is_dir() else output
-            difference = max_abs_difference(reference, output_file) if r == args.inputs and reference.exists() \
-                else None
+            compare = r == args.inputs and reference.exists()
+            difference = max_abs_difference(reference, output_file) if compare else None
             remove(output)
             result["others"].append({"method": method, "r": r, "floor": floors[r], "average": averages.get(r),
                                      **run, "max_abs_diff": difference})
             print(f"{method} r={r}: {run['seconds']:.2f}s", flush=True)
     remove(reference)
-    write_all = repeated("floor+write-all", folders, python, args.repeat)
-    accumulate = repeated("accumulate", folders, python, args.repeat)
+
+
+def measure_accumulate(args, folders, python, result, floors) -> None:
+    averages = {row["r"]: row["average"] for row in result["average"]}
+    runs = interleaved(["floor+write-all", "accumulate"], folders, python, args.repeat)
+    write_all, accumulate = runs["floor+write-all"], runs["accumulate"]
     result["accumulate"] = {**accumulate, "floor": floors[args.inputs], "floor+write-all": write_all["seconds"],
                             "separate_r": sorted(averages), "separate_seconds": sum(averages.values())}
     print(f"accumulate: {accumulate['seconds']:.2f}s", flush=True)
+
+
+def run_benchmark(args) -> dict:
+    import torch
+
+    began, load_before = time.perf_counter(), os.getloadavg()
+    config = xlmr_large_config(args.layers, args.vocab)
+    shapes = tensor_shapes(config)
+    folders = write_inputs(config, shapes, args.inputs)
+    python = sys.executable
+    result = {"machine": machine(), "torch": torch.__version__, "load_average_before": load_before,
+              "layers": args.layers, "vocab": args.vocab, "inputs": args.inputs, "repeat": args.repeat,
+              "checkpoint_bytes": (folders[0] / "model.safetensors").stat().st_size, "n_tensors": len(shapes),
+              "parameters": sum(torch.Size(s).numel() for s in shapes.values()), "average": [], "others": []}
+    floors = measure_averages(args, folders, python, result)
+    measure_others(args, folders, python, result, floors)
+    measure_accumulate(args, folders, python, result, floors)
     result["total_minutes"] = (time.perf_counter() - began) / 60
     result["load_average_after"] = os.getloadavg()
     return result
@@ -440,6 +482,8 @@ def main() -> None:
     parser.add_argument("--mergekit-r", type=parse_r_values, default="10")
     parser.add_argument("--mergekit-python", default="/tmp/mk/bin/python")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--results-name", default="average-cpu",
+                        help="benchmarks/results/NAME.md and .json (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep benchmarks/_work/ (the inputs) afterwards")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -458,8 +502,8 @@ def main() -> None:
                 remove(path)
     result["command"] = command.strip()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "average-cpu.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / "average-cpu.md").write_text(markdown(result))
+    (RESULTS / f"{args.results_name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / f"{args.results_name}.md").write_text(markdown(result))
     print(markdown(result))
 
 
