@@ -8,6 +8,9 @@ are derived from the snapshot scores:
 - TRG-DEV: for each target language, the snapshot with the best validation score in that
   language; the run's `target-dev` criterion is the mean of those best validation scores.
 
+On target-language test sets, each variant's per-example sufficient statistics are stored too
+(`example_stats`), for the joint draws x examples bootstrap.
+
 Everything is read and checked before the store is touched; then one transaction writes it all.
 Weights are never unpickled: only safetensors headers are read, to catch truncated files.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from ofa_eval.errors import OfaError
-from ofa_eval.keys import file_sha256
+from ofa_eval.keys import examples_key, file_sha256
 from ofa_eval.parquet import read_parquet
 from ofa_eval.store import ensure_eval_set, ensure_task, transaction
 
@@ -44,6 +47,8 @@ class ScoredRun:
     ca_weights: dict | None = None
     # (subject, dataset, language, split) -> {metric: value}
     scores: dict[tuple[str, str, str, str], dict[str, float]] = field(default_factory=dict)
+    # (subject, dataset, language, split) -> per-example statistics (target test sets only)
+    example_stats: dict[tuple[str, str, str, str], "ExampleStats"] = field(default_factory=dict)
 
     @property
     def external_id(self) -> str:
@@ -99,25 +104,44 @@ def prediction_file(dataset: str, language: str, split: str) -> str:
     return f"{dataset}__{language}__{split}.parquet"
 
 
-def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predictions_dir: Path) -> dict:
-    """{(dataset, language, split): {metric: value}} for one subject's prediction files."""
+def is_target_test(eval_set: dict) -> bool:
+    """The evaluation sets the protocol scores: target languages' test sets."""
+    return eval_set["role"] == "target" and eval_set["split"] == "test"
+
+
+@dataclass
+class ExampleStats:
+    """Per-example sufficient statistics of one subject on one evaluation set, in example_id order."""
+
+    examples_sha256: str
+    stats: dict  # statistic -> array of shape (n_examples,)
+
+
+def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predictions_dir: Path):
+    """One subject's prediction files scored: ({set: {metric: value}}, {set: ExampleStats}).
+
+    Sets are keyed (dataset, language, split); example statistics are kept for target-language
+    test sets only, the sets the protocol's bootstrap resamples.
+    """
     from ofa_eval.metrics import get_metric
 
     metric = get_metric(task)
-    scores = {}
+    scores, example_stats = {}, {}
     for eval_set in eval_sets:
+        key = (eval_set["dataset"], eval_set["language"], eval_set["split"])
         gold = read_parquet(gold_dir / eval_set["gold"], ("example_id", GOLD_COLUMNS[task]))
-        path = predictions_dir / prediction_file(eval_set["dataset"], eval_set["language"], eval_set["split"])
+        path = predictions_dir / prediction_file(*key)
         predictions = read_parquet(path, ("example_id", PREDICTION_COLUMNS[task]))
-        joined = gold.join(predictions, on="example_id", how="left", suffix="_pred")
+        joined = gold.join(predictions, on="example_id", how="left", suffix="_pred").sort("example_id")
         prediction_column = PREDICTION_COLUMNS[task] + ("_pred" if task != "qa" else "")
         if joined[prediction_column].null_count():
             raise OfaError(f"{path}: no prediction for {joined[prediction_column].null_count()} gold example(s)")
-        values = metric.aggregate(metric.example_stats(joined[GOLD_COLUMNS[task]].to_list(),
-                                                       joined[prediction_column].to_list()))
-        scores[(eval_set["dataset"], eval_set["language"], eval_set["split"])] = {
-            name: float(values[name]) for name in metric.names}
-    return scores
+        stats = metric.example_stats(joined[GOLD_COLUMNS[task]].to_list(), joined[prediction_column].to_list())
+        values = metric.aggregate(stats)
+        scores[key] = {name: float(values[name]) for name in metric.names}
+        if is_target_test(eval_set):
+            example_stats[key] = ExampleStats(examples_key(joined["example_id"].to_list()), stats)
+    return scores, example_stats
 
 
 def score_run(run_dir: Path) -> ScoredRun:
@@ -130,8 +154,10 @@ def score_run(run_dir: Path) -> ScoredRun:
         raise OfaError(f"{run_dir / 'manifest.json'}: unknown task {task!r}")
     run = ScoredRun(run_dir, manifest, get_metric(task).name, _checked_snapshots(run_dir, manifest))
     for subject in _subjects(manifest):
-        scores = score_predictions(task, run_dir, manifest["eval_sets"], run_dir / "predictions" / subject)
+        scores, example_stats = score_predictions(task, run_dir, manifest["eval_sets"],
+                                                  run_dir / "predictions" / subject)
         run.scores.update({(subject, *key): values for key, values in scores.items()})
+        run.example_stats.update({(subject, *key): stats for key, stats in example_stats.items()})
     if manifest.get("ca") and manifest["ca"].get("weights"):
         path = run_dir / manifest["ca"]["weights"]
         check_safetensors(path, manifest["ca"].get("bytes"))
@@ -182,26 +208,29 @@ def variant_weights(run: ScoredRun) -> dict[str, tuple[str, str]]:
 
 
 def derive_variants(run: ScoredRun) -> tuple[dict, float | None]:
-    """Run-variant scores {(variant, dataset, language, split): {metric: value}} and target-dev."""
+    """Which subject each run variant is on each evaluation set, and the target-dev criterion.
+
+    Returns ({(variant, dataset, language, split): subject}, target_dev): LAST, SRC-DEV and CA
+    are one subject on every set; TRG-DEV is, per target test set, the snapshot with the best
+    validation score in that language.
+    """
     metric = run.metric_name
-    eval_sets = run.manifest["eval_sets"]
     snapshots = _snapshot_subjects(run)
     variants = {}
     for variant, subject in chosen_subjects(run).items():
-        for (s, dataset, language, split), values in run.scores.items():
+        for (s, dataset, language, split) in run.scores:
             if s == subject:
-                variants[(variant, dataset, language, split)] = values
+                variants[(variant, dataset, language, split)] = subject
     best_dev = []
-    for e in eval_sets:
-        if e["role"] != "target" or e["split"] != "test":
+    for e in run.manifest["eval_sets"]:
+        if not is_target_test(e):
             continue
         dev_key = (e["dataset"], e["language"], "validation")
         if not any((s, *dev_key) in run.scores for s in snapshots):
             continue
         dev = [run.scores[(s, *dev_key)][metric] for s in snapshots]
-        best = snapshots[dev.index(max(dev))]
         best_dev.append(max(dev))
-        variants[("trg-dev", e["dataset"], e["language"], "test")] = run.scores[(best, e["dataset"], e["language"], "test")]
+        variants[("trg-dev", e["dataset"], e["language"], "test")] = snapshots[dev.index(max(dev))]
     target_dev = sum(best_dev) / len(best_dev) if best_dev else None
     return variants, target_dev
 
@@ -270,8 +299,12 @@ def _write_run(con, run: ScoredRun) -> None:
             rows += [(None, None, snapshot_ids[subject], eval_set_ids[(dataset, language, split)], k, v)
                      for k, v in values.items()]
     variants, target_dev = derive_variants(run)
-    for (variant, dataset, language, split), values in variants.items():
-        rows += [(run_id, variant, None, eval_set_ids[(dataset, language, split)], k, v) for k, v in values.items()]
+    stat_rows = []
+    for (variant, *key), subject in variants.items():
+        eval_set_id = eval_set_ids[tuple(key)]
+        rows += [(run_id, variant, None, eval_set_id, k, v) for k, v in run.scores[(subject, *key)].items()]
+        if (subject, *key) in run.example_stats:
+            stat_rows += example_stat_rows((run_id, variant, None), eval_set_id, run.example_stats[(subject, *key)])
     frame = pl.DataFrame(rows, orient="row", schema={
         "run_id": pl.Int64, "variant": pl.String, "snapshot_id": pl.Int64, "eval_set_id": pl.Int64,
         "metric": pl.String, "value": pl.Float64})
@@ -279,7 +312,25 @@ def _write_run(con, run: ScoredRun) -> None:
     con.execute("INSERT INTO score_table (run_id, variant, snapshot_id, eval_set_id, metric, value) "
                 "SELECT * FROM incoming_scores")
     con.unregister("incoming_scores")
+    insert_example_stats(con, stat_rows)
     if target_dev is not None:
         con.execute("INSERT INTO selection_table VALUES (?, 'trg-dev', 'target-dev', ?)", [run_id, target_dev])
     for variant, (path, sha256) in variant_weights(run).items():
         con.execute("INSERT INTO run_weight_table VALUES (?, ?, ?, ?)", [run_id, variant, path, sha256])
+
+
+def example_stat_rows(subject: tuple, eval_set_id: int, example_stats: ExampleStats) -> list[tuple]:
+    """example_stat_table rows of one subject, (run_id, variant, average_id), on one set."""
+    return [(*subject, eval_set_id, name, example_stats.examples_sha256, values.astype(float).tolist())
+            for name, values in example_stats.stats.items()]
+
+
+def insert_example_stats(con, rows: list[tuple]) -> None:
+    if not rows:
+        return
+    frame = pl.DataFrame(rows, orient="row", schema={
+        "run_id": pl.Int64, "variant": pl.String, "average_id": pl.Int64, "eval_set_id": pl.Int64,
+        "statistic": pl.String, "examples_sha256": pl.String, "values": pl.List(pl.Float64)})
+    con.register("incoming_example_stats", frame.to_arrow())
+    con.execute("INSERT INTO example_stat_table SELECT * FROM incoming_example_stats")
+    con.unregister("incoming_example_stats")

@@ -20,3 +20,8 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 22) -> str:
         for chunk in iter(lambda: handle.read(chunk_bytes), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def examples_key(example_ids) -> str:
+    """The key of an ordered list of example ids: per-example statistics with equal keys pair up."""
+    return hashlib.sha256("\n".join(map(str, example_ids)).encode()).hexdigest()

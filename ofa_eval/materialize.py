@@ -120,22 +120,26 @@ def make_average(plan: AveragePlan, out_root: Path, predictor=None) -> Path:
 def ingest_averages(con, folders: list[Path]) -> int:
     """Score averaged-model folders and record them; one transaction for all of them."""
     from ofa_eval.ingest import read_manifest, score_predictions
-    from ofa_eval.store import ensure_eval_set, transaction
+    from ofa_eval.store import transaction
 
     scored = []
     for folder in folders:
         manifest = json.loads((folder / "average.json").read_text())
         reference = Path(manifest["reference_run"])
         run_manifest = read_manifest(reference)
-        scores = score_predictions(manifest["task"], reference, run_manifest["eval_sets"], folder / "predictions")
-        scored.append((folder, manifest, run_manifest["eval_sets"], scores))
+        scores, example_stats = score_predictions(manifest["task"], reference, run_manifest["eval_sets"],
+                                                  folder / "predictions")
+        scored.append((folder, manifest, run_manifest["eval_sets"], scores, example_stats))
     with transaction(con):
-        for folder, manifest, eval_sets, scores in scored:
-            _record_average(con, folder, manifest, eval_sets, scores, ensure_eval_set)
+        for scored_average in scored:
+            _record_average(con, *scored_average)
     return len(scored)
 
 
-def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, ensure_eval_set) -> None:
+def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, example_stats) -> None:
+    from ofa_eval.ingest import example_stat_rows, insert_example_stats
+    from ofa_eval.store import ensure_eval_set
+
     task, members = manifest["task"], manifest["members"]
     exists = con.execute("SELECT count(*) FROM average_table WHERE task=? AND model=? AND recipe=? AND member_key=?",
                          [task, manifest["model"], manifest["recipe"], manifest["member_key"]]).fetchall()[0][0]
@@ -149,9 +153,12 @@ def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, ensure
     con.executemany("INSERT INTO average_member_table (average_id, position, run_id, weight) VALUES (?, ?, ?, ?)",
                     [(average_id, i, m["run_id"], 1.0 / len(members)) for i, m in enumerate(members, 1)])
     roles = {(e["dataset"], e["language"], e["split"]): e for e in eval_sets}
-    rows = []
+    rows, stat_rows = [], []
     for key, values in scores.items():
         e = roles[key]
         eval_set_id = ensure_eval_set(con, task, *key, e["role"], e.get("n_examples"))
         rows += [(average_id, eval_set_id, metric, value) for metric, value in values.items()]
+        if key in example_stats:
+            stat_rows += example_stat_rows((None, None, average_id), eval_set_id, example_stats[key])
     con.executemany("INSERT INTO score_table (average_id, eval_set_id, metric, value) VALUES (?, ?, ?, ?)", rows)
+    insert_example_stats(con, stat_rows)

@@ -4,6 +4,8 @@ Each metric splits into two steps so that a bootstrap can resample examples chea
 
 - ``example_stats(gold, pred)`` turns predictions into sufficient statistics, one value per
   example (a 1-D array per statistic);
+- ``from_sums(sums, n)`` computes the metric from the statistics summed over n examples (what
+  the joint bootstrap in ofa_eval/example_bootstrap.py resamples through);
 - ``aggregate(stats)`` reduces those statistics over the last axis, so arrays of shape
   ``(B, n_examples)`` (B bootstrap resamples, built by fancy-indexing the 1-D arrays) give B
   metric values at once. Values are in percent (0-100).
@@ -37,9 +39,22 @@ class Metric:
         """Per-example statistics, each an array of shape (n_examples,)."""
         raise NotImplementedError
 
+    def from_sums(self, sums: Stats, n_examples: int) -> Scores:
+        """Metric values in percent from each statistic summed over `n_examples` examples.
+
+        Sums may have any shape (e.g. one per bootstrap resample); every metric here depends on
+        the examples only through these sums, which is what makes resampling cheap.
+        """
+        raise NotImplementedError
+
     def aggregate(self, stats: Stats) -> Scores:
         """Metric values in percent, reducing each statistic over its last axis."""
-        raise NotImplementedError
+        sums, n_examples = {}, 0
+        for key, values in stats.items():
+            values = np.asarray(values, dtype=np.float64)
+            _check_nonempty_last_axis(values)
+            sums[key], n_examples = values.sum(axis=-1), values.shape[-1]
+        return self.from_sums(sums, n_examples)
 
     def compute(self, gold, pred) -> Scores:
         """Metric values in percent for one evaluation set."""
@@ -66,10 +81,8 @@ def _as_result(values: np.ndarray) -> np.ndarray | float:
     return float(values) if np.ndim(values) == 0 else values
 
 
-def _mean_percent(values) -> np.ndarray | float:
-    array = np.asarray(values, dtype=np.float64)
-    _check_nonempty_last_axis(array)
-    return _as_result(array.mean(axis=-1) * 100.0)
+def _mean_percent(total, n_examples: int) -> np.ndarray | float:
+    return _as_result(np.asarray(total, dtype=np.float64) * (100.0 / n_examples))
 
 
 def _ratio_percent(numerator, denominator) -> np.ndarray:
@@ -99,8 +112,8 @@ class AccuracyMetric(Metric):
         _check_same_length(gold_labels, pred_labels)
         return {"correct": (gold_labels == pred_labels).astype(np.float64)}
 
-    def aggregate(self, stats: Stats) -> Scores:
-        return {"accuracy": _mean_percent(stats["correct"])}
+    def from_sums(self, sums: Stats, n_examples: int) -> Scores:
+        return {"accuracy": _mean_percent(sums["correct"], n_examples)}
 
 
 # --- QA (SQuAD v1.1) -------------------------------------------------------------------------
@@ -155,8 +168,9 @@ class SquadMetric(Metric):
             exact_scores[index] = max(exact_match(prediction, answer) for answer in answers)
         return {"f1": f1_scores, "exact_match": exact_scores}
 
-    def aggregate(self, stats: Stats) -> Scores:
-        return {"f1": _mean_percent(stats["f1"]), "exact_match": _mean_percent(stats["exact_match"])}
+    def from_sums(self, sums: Stats, n_examples: int) -> Scores:
+        return {"f1": _mean_percent(sums["f1"], n_examples),
+                "exact_match": _mean_percent(sums["exact_match"], n_examples)}
 
 
 def _gold_answer_list(answers, index: int) -> list[str]:
@@ -231,12 +245,7 @@ class EntityF1Metric(Metric):
         true_positives, n_pred, n_gold = counts
         return {"tp": true_positives, "n_pred": n_pred, "n_gold": n_gold}
 
-    def aggregate(self, stats: Stats) -> Scores:
-        sums = {}
-        for key in ("tp", "n_pred", "n_gold"):
-            values = np.asarray(stats[key])
-            _check_nonempty_last_axis(values)
-            sums[key] = values.sum(axis=-1)
+    def from_sums(self, sums: Stats, n_examples: int) -> Scores:
         return {
             "f1": _as_result(_ratio_percent(2 * sums["tp"], sums["n_pred"] + sums["n_gold"])),
             "precision": _as_result(_ratio_percent(sums["tp"], sums["n_pred"])),

@@ -325,34 +325,59 @@ def summarize(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+RESAMPLING_LEVELS = ("draws", "draws+examples")
+
+
 @dataclass(frozen=True)
 class IntervalOptions:
-    """A bootstrap confidence interval of the mean over draws (protocol --ci)."""
+    """A bootstrap confidence interval of the mean over draws (protocol --ci).
+
+    `resample`: 'draws' resamples whole draws; 'draws+examples' also resamples the target test
+    examples through their stored per-example statistics (`ofa_eval.example_bootstrap`).
+    """
 
     level: float = 0.95
     n_resamples: int = 10_000
     method: str = "percentile"
     seed: int = 0
+    resample: str = "draws"
+
+    def __post_init__(self):
+        if self.resample not in RESAMPLING_LEVELS:
+            raise OfaError(f"unknown resampling {self.resample!r} (known: {', '.join(RESAMPLING_LEVELS)})")
+        if self.resample == "draws+examples" and self.method != "percentile":
+            raise OfaError("--resample draws+examples gives percentile intervals only (BCa's jackknife "
+                           "has no two-level analogue here)")
 
 
-def protocol_rows(pool: Pool, curves: dict, max_runs: int, interval: IntervalOptions | None = None) -> list[dict]:
-    """Long rows with the protocol CSV's columns, for every pair and r (plus ci_low/ci_high)."""
+def protocol_rows(pool: Pool, curves: dict, max_runs: int, bounds: dict | None = None) -> list[dict]:
+    """Long rows with the protocol CSV's columns, for every pair and r (plus ci_low/ci_high
+    where `bounds` maps the pair to its interval endpoints over r)."""
     rows = []
     for (strategy, variant), (draws, scores) in curves.items():
         mean, std = summarize(scores)
-        bounds = _mean_intervals(scores, interval) if interval else None
         for r in range(max_runs):
             row = {"task": pool.task, "model": pool.model, "strategy": strategy, "variant": variant,
                    "runs": r + 1, "mean": float(mean[r]),
                    "std": None if math.isnan(std[r]) else float(std[r]), "draws": len(draws.runs)}
             if bounds is not None:
-                row.update(ci_low=float(bounds[0][r]), ci_high=float(bounds[1][r]))
+                low, high = bounds[(strategy, variant)]
+                row.update(ci_low=float(low[r]), ci_high=float(high[r]))
             rows.append(row)
     return rows
 
 
+def interval_bounds(con, pool: Pool, curves: dict, max_runs: int, interval: IntervalOptions) -> dict:
+    """{pair: (low, high)} over r: the bootstrap interval of each pair's mean."""
+    if interval.resample == "draws+examples":
+        from ofa_eval.example_bootstrap import joint_intervals
+
+        return joint_intervals(con, pool, curves, max_runs, interval)
+    return {pair: _mean_intervals(scores, interval) for pair, (_, scores) in curves.items()}
+
+
 def _mean_intervals(scores: np.ndarray, interval: IntervalOptions):
-    """Bootstrap over draws (the same resamples for every r and pair, so they stay paired)."""
+    """Bootstrap over draws (the same resamples for every r, so they stay paired)."""
     from ofa_eval.bootstrap import bootstrap_ci
 
     result = bootstrap_ci(scores.T, np.mean, n_resamples=interval.n_resamples, confidence_level=interval.level,
@@ -461,7 +486,8 @@ def pair_curves(con, pool: Pool, pairs, options: DrawOptions, max_runs: int):
 def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, soup_k: int, record: bool,
                    interval: IntervalOptions | None):
     common, curves = pair_curves(con, pool, pairs, options, max_runs)
-    pool_rows = protocol_rows(pool, curves, max_runs, interval)
+    bounds = interval_bounds(con, pool, curves, max_runs, interval) if interval else None
+    pool_rows = protocol_rows(pool, curves, max_runs, bounds)
     if record:
         settings = {**common.description, "max_runs": max_runs, "soup_k": soup_k}
         if interval:

@@ -1,7 +1,9 @@
 """Opening the DuckDB store: creation, schema versioning, locking errors and transactions.
 
 Every write to the store goes through `transaction()`, so a failed import or ingest leaves the
-store exactly as it was.
+store exactly as it was. A new store gets `schema.sql` (version 1) and then every migration in
+`migrations/` (`<version>.sql`, applied in order); a writable open of an older store applies the
+migrations it lacks in one transaction.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import duckdb
 
 from ofa_eval.errors import OfaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _schema_sql() -> str:
     return resources.files("ofa_eval").joinpath("schema.sql").read_text()
+
+
+def _migration_sql(version: int) -> str:
+    """The DDL that takes a store from `version - 1` to `version`."""
+    return resources.files("ofa_eval").joinpath("migrations", f"{version}.sql").read_text()
 
 
 def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -46,13 +53,17 @@ def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
 def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
     with transaction(con):
         con.execute(_schema_sql())
-        con.execute(
-            "INSERT INTO store_info VALUES ('schema_version', ?), ('created_by', ?)",
-            [str(SCHEMA_VERSION), "ofa-eval"],
-        )
+        con.execute("INSERT INTO store_info VALUES ('schema_version', '1'), ('created_by', 'ofa-eval')")
+        _apply_migrations(con, 1)
 
 
-def _check_version(path: str, con: duckdb.DuckDBPyConnection) -> None:
+def _apply_migrations(con: duckdb.DuckDBPyConnection, version: int) -> None:
+    for newer in range(version + 1, SCHEMA_VERSION + 1):
+        con.execute(_migration_sql(newer))
+    con.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+
+
+def _check_version(path: str, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
     version = _stored_version(con)
     if version is None:
         tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]
@@ -64,8 +75,12 @@ def _check_version(path: str, con: duckdb.DuckDBPyConnection) -> None:
             f"{path}: store schema version {version} is newer than this ofa-eval "
             f"(supports {SCHEMA_VERSION}); upgrade ofa-eval"
         )
-    if version < SCHEMA_VERSION:  # no older version exists yet; migrations go here
-        raise OfaError(f"{path}: store schema version {version} cannot be migrated to {SCHEMA_VERSION}")
+    if version < SCHEMA_VERSION:
+        if read_only:
+            raise OfaError(f"{path}: store schema version {version} is older than this ofa-eval's "
+                           f"({SCHEMA_VERSION}); any writing command (e.g. `ofa-eval protocol`) upgrades it")
+        with transaction(con):
+            _apply_migrations(con, version)
 
 
 def open_store(path: str, *, read_only: bool = False, must_exist: bool = False):
@@ -74,11 +89,15 @@ def open_store(path: str, *, read_only: bool = False, must_exist: bool = False):
     if not exists and (read_only or must_exist):
         raise OfaError(f"{path}: no store here (create one with `ofa-eval import` or `ofa-eval ingest`)")
     con = _connect(path, read_only=read_only)
-    _check_version(path, con)
-    if _stored_version(con) is None:
-        if read_only:
-            raise OfaError(f"{path}: empty store")
-        _create_schema(con)
+    try:
+        _check_version(path, con, read_only)
+        if _stored_version(con) is None:
+            if read_only:
+                raise OfaError(f"{path}: empty store")
+            _create_schema(con)
+    except BaseException:
+        con.close()  # a connection left open would keep its read-only mode for this process
+        raise
     return con
 
 

@@ -70,3 +70,21 @@ def test_averaged_weights_are_the_numpy_mean_of_the_members(store):
         for name, tensor in averaged.items():
             expected = np.mean([m[name].astype(np.float64) for m in members], axis=0)
             assert np.max(np.abs(tensor - expected)) <= 1e-6, name
+
+
+def test_joint_bootstrap_pairs_averages_with_runs(store):
+    """Averaged models get per-example statistics too, resampled with the runs' own resamples:
+    at r = 1 the average is the run's CA model, so both intervals must be identical."""
+    made = store("materialize", "--task", "nli", "--strategy", "accumulative", "--variant", "ca",
+                 "--draws", 2, "--seed", 4, "-R", 2, "--out", store.averages)
+    assert made.exit_code == 0, made.output
+    result = store("protocol", "--task", "nli", "--strategy", "accumulative", "--strategy", "max-src-dev",
+                   "--variant", "ca", "--draws", 2, "--seed", 4, "-R", 2, "--ci", 95, "--bootstrap", 300,
+                   "--resample", "draws+examples", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = {(r["strategy"], int(r["runs"])): r for r in csv.DictReader(io.StringIO(result.stdout))}
+    for bound in ("ci_low", "ci_high"):
+        assert float(rows[("accumulative", 1)][bound]) == pytest.approx(float(rows[("max-src-dev", 1)][bound]),
+                                                                      abs=1e-9)
+    for row in rows.values():
+        assert float(row["ci_low"]) < float(row["mean"]) + 1e-9 and float(row["mean"]) < float(row["ci_high"]) + 1e-9

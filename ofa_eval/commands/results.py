@@ -68,10 +68,13 @@ def _pairs(strategies, variants, all_pairs, soup_k):
               help="Bootstrap resamples for --ci.")
 @click.option("--ci-method", type=click.Choice(["percentile", "bca"]), default="percentile", show_default=True)
 @click.option("--bootstrap-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--resample", type=click.Choice(["draws", "draws+examples"]), default="draws", show_default=True,
+              help="What --ci resamples: whole draws, or draws and the target test examples jointly "
+              "(needs ingested runs' per-example statistics).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
-             soup_k, materialize, exact, ci_percent, n_resamples, ci_method, bootstrap_seed, fmt):
+             soup_k, materialize, exact, ci_percent, n_resamples, ci_method, bootstrap_seed, resample, fmt):
     """Run the resampling protocol and print mean and std over draws for r = 1..R.
 
     \b
@@ -85,6 +88,11 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
     configurations in random order, one seed each); --replay uses the draws recorded in the
     store; --exact gives the selection strategies' expectation and std over every possible
     draw in closed form. Results are written to the store's protocol_results view.
+
+    Intervals: --ci 95 adds a bootstrap interval of each mean. By default it resamples the
+    draws (run-to-run variation only); --resample draws+examples also resamples the target
+    test examples, stratified by language and shared by every run, average and strategy, so
+    the interval covers test-set sampling too.
     """
     from ofa_eval.errors import OfaError
     from ofa_eval.formatting import render_protocol
@@ -95,7 +103,9 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
     if ci_percent is not None:
         if not 0 < ci_percent < 100 or n_resamples < 10:
             raise OfaError("--ci must be between 0 and 100 and --bootstrap at least 10")
-        interval = IntervalOptions(ci_percent / 100, n_resamples, ci_method, bootstrap_seed)
+        interval = IntervalOptions(ci_percent / 100, n_resamples, ci_method, bootstrap_seed, resample)
+    elif resample != "draws":
+        raise OfaError("--resample applies to a confidence interval: add --ci 95")
     pairs = _pairs(strategies, variants, all_pairs, soup_k)
     options = _options(replay, exclude, n_draws, seed)
     if exact:

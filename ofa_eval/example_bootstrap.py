@@ -1,0 +1,146 @@
+"""The joint bootstrap over draws and test examples (`protocol --ci 95 --resample draws+examples`).
+
+A protocol score is the mean over draws of the chosen model's score, itself the unweighted mean
+over target languages of the task metric on that language's test set. Both levels are samples:
+the draws of runs, and the test examples. Resample b:
+
+1. resamples the test examples of every target language within that language (stratified), ONE
+   resample per language shared by every subject (run variant or averaged model), every pair and
+   every r, so differences between strategies stay paired;
+2. recomputes each subject's per-language metric from its stored per-example sufficient
+   statistics (`example_stats` view) as one matrix product per language
+   (`bootstrap.resampled_sums`): F1 is a ratio of summed counts, never a mean of F1s;
+3. resamples the draws (shared by every pair) and averages the chosen subjects' scores.
+
+Selection itself (source or target validation) is held fixed: validation sets are not
+resampled, only what the reported number is measured on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from ofa_eval import bootstrap
+from ofa_eval.errors import OfaError
+from ofa_eval.protocol import Pool, averaged_model_keys, averaging_recipe, selected_runs
+
+# A subject is what one (draw, r) cell is scored on: ('run', variant, run_id) or ('average', recipe, key).
+Subject = tuple[str, str, object]
+
+
+@dataclass(frozen=True)
+class LanguageStats:
+    """One target test set: statistic -> array (n_subjects, n_examples)."""
+
+    name: str
+    stats: dict[str, np.ndarray]
+
+    @property
+    def n_examples(self) -> int:
+        return next(iter(self.stats.values())).shape[1]
+
+
+def curve_subjects(pool: Pool, draws, strategy: str, variant: str, max_runs: int) -> list[list[Subject]]:
+    """The subject scored in every cell of a pair's (n_draws, max_runs) curve."""
+    recipe = averaging_recipe(strategy, variant)
+    if recipe is None:
+        chosen = selected_runs(pool, draws, variant, max_runs)
+        return [[("run", variant, int(run_id)) for run_id in row] for row in chosen]
+    return [[("average", recipe, key) for key in keys] for keys in averaged_model_keys(pool, draws, recipe, max_runs)]
+
+
+def load_language_stats(con, pool: Pool, subjects: list[Subject]) -> list[LanguageStats]:
+    """Per target test set, the stored per-example statistics of `subjects`, in their order."""
+    frame = _stored_stats(con, pool)
+    index = {subject: i for i, subject in enumerate(subjects)}
+    frame = frame.filter(pl.Series([subject in index for subject in _frame_subjects(frame)], dtype=pl.Boolean))
+    languages = []
+    for (language,), rows in frame.sort("language").group_by(["language"], maintain_order=True):
+        _check_same_examples(pool, language, rows)
+        found = {subject for subject in _frame_subjects(rows)}
+        missing = [s for s in subjects if s not in found]
+        if missing:
+            raise _missing_error(pool, missing[0], language)
+        n_examples = rows["n_examples"][0]
+        stats = {name: np.zeros((len(subjects), n_examples)) for name in rows["statistic"].unique().to_list()}
+        for subject, name, values in zip(_frame_subjects(rows), rows["statistic"], rows["values"]):
+            stats[name][index[subject]] = values.to_numpy()
+        languages.append(LanguageStats(language, stats))
+    if not languages:
+        raise _missing_error(pool, subjects[0], "any target test set")
+    return languages
+
+
+def _stored_stats(con, pool: Pool) -> pl.DataFrame:
+    table = con.sql(_STATS_SQL, params=[pool.task, pool.model, pool.task, pool.model]).to_arrow_table()
+    return pl.from_arrow(table)
+
+
+_STATS_SQL = """
+SELECT 'run' AS kind, x.variant AS name, CAST(x.run_id AS VARCHAR) AS id,
+       x.dataset || '/' || x.language AS language, x.statistic, x.n_examples, x.examples_sha256, x."values"
+FROM example_stats x WHERE x.scored = 'run' AND x.task = ? AND x.model = ?
+UNION ALL
+SELECT 'average', a.recipe, a.member_key, x.dataset || '/' || x.language, x.statistic, x.n_examples,
+       x.examples_sha256, x."values"
+FROM example_stats x JOIN average_table a USING (average_id)
+WHERE x.scored = 'average' AND a.approach = 'all' AND x.task = ? AND x.model = ?
+"""
+
+
+def _frame_subjects(frame: pl.DataFrame) -> list[Subject]:
+    return [(kind, name, int(id_) if kind == "run" else id_)
+            for kind, name, id_ in zip(frame["kind"], frame["name"], frame["id"])]
+
+
+def _check_same_examples(pool: Pool, language: str, rows: pl.DataFrame) -> None:
+    if rows["examples_sha256"].n_unique() > 1:
+        raise OfaError(f"{pool.task}/{pool.model}: target test set {language} was scored on different example "
+                       "sets by different runs, so examples cannot be resampled jointly")
+
+
+def _missing_error(pool: Pool, subject: Subject, language: str) -> OfaError:
+    kind, name, id_ = subject
+    what = (f"run {pool.external_id.get(id_, id_)} ({name})" if kind == "run"
+            else f"the {name} average {str(id_)[:12]}")
+    return OfaError(f"{pool.task}/{pool.model}: no per-example statistics for {what} on {language}: "
+                    "--resample draws+examples needs them (released results have none, nor do runs "
+                    "ingested into a schema-1 store: re-ingest those into a new store)")
+
+
+def subject_scores(metric, languages: list[LanguageStats], n_resamples: int, rng) -> np.ndarray:
+    """(n_subjects, n_resamples): each subject's mean over languages under each example resample."""
+    total = 0.0
+    for language in languages:
+        picks = bootstrap.paired_indices(language.n_examples, n_resamples, rng)
+        sums = {name: bootstrap.resampled_sums(values, picks) for name, values in language.stats.items()}
+        total = total + metric.from_sums(sums, language.n_examples)[metric.name]
+    return total / len(languages)
+
+
+def joint_intervals(con, pool: Pool, curves: dict, max_runs: int, interval) -> dict:
+    """{pair: (low, high)}, each an array over r, of the joint draws x examples bootstrap."""
+    from ofa_eval.metrics import get_metric
+
+    cells = {pair: curve_subjects(pool, draws, *pair, max_runs) for pair, (draws, _) in curves.items()}
+    subjects = list(dict.fromkeys(s for rows in cells.values() for row in rows for s in row))
+    n_draws = {len(rows) for rows in cells.values()}
+    if len(n_draws) > 1:
+        raise OfaError(f"{pool.task}/{pool.model}: the pairs have different numbers of draws; "
+                       "resample them in separate calls")
+    languages = load_language_stats(con, pool, subjects)
+    rng = np.random.default_rng(interval.seed)
+    scores = subject_scores(get_metric(pool.task), languages, interval.n_resamples, rng)
+    draw_picks = bootstrap.paired_indices(n_draws.pop(), interval.n_resamples, rng)
+    index = {subject: i for i, subject in enumerate(subjects)}
+    resample_rows = np.arange(interval.n_resamples)[:, None, None]
+    bounds = {}
+    for pair, rows in cells.items():
+        cell_subjects = np.array([[index[s] for s in row] for row in rows])  # (n_draws, max_runs)
+        means = scores.T[resample_rows, cell_subjects[draw_picks]].mean(axis=1)  # (n_resamples, max_runs)
+        bounds[pair] = bootstrap.percentile_interval(means.T, interval.level)
+    return bounds
+
