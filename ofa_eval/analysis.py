@@ -178,20 +178,35 @@ def sign_flip_p_values(differences: np.ndarray, rng, n_resamples: int) -> np.nda
     return (1 + (null >= observed - 1e-12).sum(axis=0)) / (n_resamples + 1)
 
 
+def _wins(difference: np.ndarray) -> np.ndarray:
+    """1 where A beats B, 1/2 on a tie, 0 where B wins."""
+    return (difference > 0) + 0.5 * (difference == 0)
+
+
 def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, n_resamples: int, level: float,
-                 seed: int, correction: str) -> dict[str, list[dict]]:
-    """Paired A - B per r (CI over draws, P(A > B)), and per language at r = R with corrected p-values."""
+                 seed: int, correction: str, resample: str = "draws") -> dict[str, list[dict]]:
+    """Paired A - B per r (CI, P(A > B)), and per language at r = R with corrected p-values.
+
+    The per-r intervals resample draws, or with `resample='draws+examples'` draws and target
+    test examples jointly (ofa_eval.example_bootstrap), the same resamples for A and B.
+    """
     rng = np.random.default_rng(seed)
     _, curves = pair_curves(con, pool, [a, b], options, max_runs)
     (draws_a, score_a), (draws_b, score_b) = curves[a], curves[b]
     difference = score_a - score_b
-    picks = bootstrap.paired_indices(difference.shape[0], n_resamples, rng)
-    wins = (difference > 0) + 0.5 * (difference == 0)
+    if resample == "draws+examples":
+        from ofa_eval.example_bootstrap import joint_cells
+
+        cells = joint_cells(con, pool, curves, max_runs, n_resamples, seed)
+        resampled = cells[a] - cells[b]
+    else:
+        resampled = difference[bootstrap.paired_indices(difference.shape[0], n_resamples, rng)]
     base = {"task": pool.task, "model": pool.model, "a": " ".join(a), "b": " ".join(b)}
     by_r = []
+    boot_means, boot_wins = resampled.mean(axis=1), _wins(resampled).mean(axis=1)  # (n_resamples, max_runs)
     for r in range(max_runs):
-        mean = percentile_interval(difference[:, r].mean(), difference[picks, r].mean(axis=1), level)
-        p_better = percentile_interval(wins[:, r].mean(), wins[picks, r].mean(axis=1), level)
+        mean = percentile_interval(difference[:, r].mean(), boot_means[:, r], level)
+        p_better = percentile_interval(_wins(difference[:, r]).mean(), boot_wins[:, r], level)
         by_r.append({**base, "runs": r + 1, "difference": mean.value, "low": mean.low, "high": mean.high,
                      "p_a_better": p_better.value, "p_low": p_better.low, "p_high": p_better.high})
     tables = language_scores(con, pool)

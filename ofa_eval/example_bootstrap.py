@@ -121,8 +121,12 @@ def subject_scores(metric, languages: list[LanguageStats], n_resamples: int, rng
     return total / len(languages)
 
 
-def joint_intervals(con, pool: Pool, curves: dict, max_runs: int, interval) -> dict:
-    """{pair: (low, high)}, each an array over r, of the joint draws x examples bootstrap."""
+def joint_cells(con, pool: Pool, curves: dict, max_runs: int, n_resamples: int, seed: int) -> dict:
+    """{pair: (n_resamples, n_draws, max_runs)}: every curve cell under each joint resample.
+
+    Row b of every pair uses the same example resamples and the same resampled draws, so
+    differences between pairs are paired cell by cell.
+    """
     from ofa_eval.metrics import get_metric
 
     cells = {pair: curve_subjects(pool, draws, *pair, max_runs) for pair, (draws, _) in curves.items()}
@@ -132,15 +136,20 @@ def joint_intervals(con, pool: Pool, curves: dict, max_runs: int, interval) -> d
         raise OfaError(f"{pool.task}/{pool.model}: the pairs have different numbers of draws; "
                        "resample them in separate calls")
     languages = load_language_stats(con, pool, subjects)
-    rng = np.random.default_rng(interval.seed)
-    scores = subject_scores(get_metric(pool.task), languages, interval.n_resamples, rng)
-    draw_picks = bootstrap.paired_indices(n_draws.pop(), interval.n_resamples, rng)
+    rng = np.random.default_rng(seed)
+    scores = subject_scores(get_metric(pool.task), languages, n_resamples, rng).T  # (n_resamples, n_subjects)
+    draw_picks = bootstrap.paired_indices(n_draws.pop(), n_resamples, rng)
     index = {subject: i for i, subject in enumerate(subjects)}
-    resample_rows = np.arange(interval.n_resamples)[:, None, None]
-    bounds = {}
+    resample_rows = np.arange(n_resamples)[:, None, None]
+    out = {}
     for pair, rows in cells.items():
         cell_subjects = np.array([[index[s] for s in row] for row in rows])  # (n_draws, max_runs)
-        means = scores.T[resample_rows, cell_subjects[draw_picks]].mean(axis=1)  # (n_resamples, max_runs)
-        bounds[pair] = bootstrap.percentile_interval(means.T, interval.level)
-    return bounds
+        out[pair] = scores[resample_rows, cell_subjects[draw_picks]]
+    return out
 
+
+def joint_intervals(con, pool: Pool, curves: dict, max_runs: int, interval) -> dict:
+    """{pair: (low, high)}, each an array over r, of the joint draws x examples bootstrap."""
+    cells = joint_cells(con, pool, curves, max_runs, interval.n_resamples, interval.seed)
+    return {pair: bootstrap.percentile_interval(values.mean(axis=1).T, interval.level)
+            for pair, values in cells.items()}

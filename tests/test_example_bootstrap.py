@@ -57,48 +57,80 @@ def _accuracy(pair, picks=None):
     return 100.0 * (correct if picks is None else correct[picks]).mean()
 
 
-def _reference_interval(grid, pool, draws, max_runs, n_resamples, level, seed):
-    """Joint bootstrap by brute force: one loop iteration per resample, from raw labels."""
-    truth = {pool.external_id[run_id]: grid[pool.external_id[run_id]][1] for run_id in pool.external_id}
-    last = SUBJECTS[9]
+def _reference_cells(grid, pool, draws, max_runs, n_resamples, seed, variants=("last",)):
+    """Joint bootstrap by brute force from raw labels: {variant: (n_resamples, n_draws, max_runs)}
+    for Max SRC-DEV with LAST or SRC-DEV runs, one loop iteration per resample and cell."""
+    truth = {name: grid[name][1] for name in pool.external_id.values()}
     order = {lang: np.argsort(np.array([f"{lang}-test-{i}" for i in range(40)])) for lang in LANGUAGES}
 
-    def selected(runs, r):  # Max SRC-DEV, LAST variant: best English validation, first run wins ties
-        source = [_accuracy(truth[pool.external_id[run]][(last, "xnli", "en", "validation")]) for run in runs[:r]]
-        return pool.external_id[runs[int(np.argmax(source))]]
+    def subject(name, variant):  # LAST: the last snapshot; SRC-DEV: best English validation, earliest on a tie
+        source = [_accuracy(truth[name][(s, "xnli", "en", "validation")]) for s in SUBJECTS[:10]]
+        return SUBJECTS[9] if variant == "last" else SUBJECTS[int(np.argmax(source))]
+
+    def selected(runs, r, variant):  # best English validation among the first r runs; the first wins a tie
+        names = [pool.external_id[run] for run in runs[:r]]
+        source = [_accuracy(truth[n][(subject(n, variant), "xnli", "en", "validation")]) for n in names]
+        return names[int(np.argmax(source))]
 
     rng = np.random.default_rng(seed)
     example_picks = {lang: rng.integers(0, 40, size=(n_resamples, 40)) for lang in LANGUAGES}
     draw_picks = rng.integers(0, len(draws.runs), size=(n_resamples, len(draws.runs)))
-    distribution = np.empty((n_resamples, max_runs))
-    for b in range(n_resamples):
-        for r in range(1, max_runs + 1):
-            scores = []
-            for d in draw_picks[b]:
-                name = selected(draws.runs[d], r)
-                scores.append(np.mean([_accuracy(truth[name][(last, "xnli", lang, "test")],
-                                                 order[lang][example_picks[lang][b]]) for lang in LANGUAGES]))
-            distribution[b, r - 1] = np.mean(scores)
+    cells = {v: np.empty((n_resamples, len(draws.runs), max_runs)) for v in variants}
+    for variant in variants:
+        for b in range(n_resamples):
+            for j, d in enumerate(draw_picks[b]):
+                for r in range(1, max_runs + 1):
+                    name = selected(draws.runs[d], r, variant)
+                    cells[variant][b, j, r - 1] = np.mean([
+                        _accuracy(truth[name][(subject(name, variant), "xnli", lang, "test")],
+                                  order[lang][example_picks[lang][b]]) for lang in LANGUAGES])
+    return cells
+
+
+def _quantiles(distribution, level):
     alpha = (1 - level) / 2
     return np.quantile(distribution, alpha, axis=0), np.quantile(distribution, 1 - alpha, axis=0)
 
 
-def test_joint_interval_matches_a_per_resample_loop_over_raw_predictions(cli, ingested):
+def _pool_and_draws(cli, n_draws, max_runs, seed):
     from ofa_eval.protocol import load_pool, sample_draws
     from ofa_eval.store import connected
 
+    with connected(str(cli.db), read_only=True) as con:
+        pool = load_pool(con, "nli", MODEL)
+    return pool, sample_draws(pool, n_draws, max_runs, seed=seed)
+
+
+def test_joint_interval_matches_a_per_resample_loop_over_raw_predictions(cli, ingested):
     result = cli("protocol", "--strategy", "max-src-dev", "--variant", "last", "--draws", 4, "--seed", 3,
                  "-R", 3, "--ci", 90, "--bootstrap", 40, "--bootstrap-seed", 5, "--resample", "draws+examples",
                  "--format", "json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    with connected(str(cli.db), read_only=True) as con:
-        pool = load_pool(con, "nli", MODEL)
-    low, high = _reference_interval(ingested, pool, sample_draws(pool, 4, 3, seed=3), 3, 40, 0.90, seed=5)
+    pool, draws = _pool_and_draws(cli, 4, 3, seed=3)
+    cells = _reference_cells(ingested, pool, draws, 3, 40, seed=5)["last"]
+    low, high = _quantiles(cells.mean(axis=1), 0.90)
     assert [row["ci_low"] for row in rows] == pytest.approx(list(low), abs=1e-9)
     assert [row["ci_high"] for row in rows] == pytest.approx(list(high), abs=1e-9)
     stored = _csv(cli, "SELECT settings FROM protocol_results")
     assert json.loads(stored[0]["settings"])["interval"]["resample"] == "draws+examples"
+
+
+def test_joint_compare_is_paired_cell_by_cell(cli, ingested):
+    result = cli("compare", "max-src-dev:last", "max-src-dev:src-dev", "--draws", 3, "--seed", 1, "-R", 2,
+                 "--bootstrap", 30, "--bootstrap-seed", 2, "--ci", 80, "--resample", "draws+examples",
+                 "--format", "json")
+    assert result.exit_code == 0, result.output
+    by_r = json.loads(result.stdout)["by_r"]
+    pool, draws = _pool_and_draws(cli, 3, 2, seed=1)
+    cells = _reference_cells(ingested, pool, draws, 2, 30, seed=2, variants=("last", "src-dev"))
+    difference = cells["last"] - cells["src-dev"]
+    low, high = _quantiles(difference.mean(axis=1), 0.80)
+    p_low, p_high = _quantiles(((difference > 0) + 0.5 * (difference == 0)).mean(axis=1), 0.80)
+    assert [row["low"] for row in by_r] == pytest.approx(list(low), abs=1e-9)
+    assert [row["high"] for row in by_r] == pytest.approx(list(high), abs=1e-9)
+    assert [row["p_low"] for row in by_r] == pytest.approx(list(p_low), abs=1e-9)
+    assert [row["p_high"] for row in by_r] == pytest.approx(list(p_high), abs=1e-9)
 
 
 def test_resampling_examples_too_widens_the_interval(cli, ingested):

@@ -298,15 +298,18 @@ COMMANDS.append(report)
 @click.option("--bootstrap-seed", type=int, default=0, show_default=True, help="Seed of the resampling.")
 @click.option("--correction", type=click.Choice(["holm", "bh"]), default="holm", show_default=True,
               help="Multiple-comparison correction across languages (Holm or Benjamini-Hochberg).")
+@click.option("--resample", type=click.Choice(["draws", "draws+examples"]), default="draws", show_default=True,
+              help="What the per-r intervals resample: whole draws, or draws and target test examples jointly.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
               show_default=True)
 @click.pass_context
 def compare(ctx, a, b, tasks, models, n_draws, seed, replay, exclude, max_runs, soup_k, n_resamples, ci_percent,
-            bootstrap_seed, correction, fmt):
+            bootstrap_seed, correction, resample, fmt):
     """Paired difference A - B of two strategy/variant pairs, e.g. accumulative:ca max-src-dev:src-dev.
 
     Both are evaluated on the same draws. For each r: the mean difference over draws with a
-    bootstrap CI and P(A > B), the share of draws where A beats B (ties count half). Per
+    bootstrap CI and P(A > B), the share of draws where A beats B (ties count half); with
+    --resample draws+examples the CIs also resample target test examples, paired. Per
     target language at r = R: the mean difference and a paired sign-flip randomization test,
     corrected across languages.
     """
@@ -326,13 +329,13 @@ def compare(ctx, a, b, tasks, models, n_draws, seed, replay, exclude, max_runs, 
         pairs.append(strategy_pairs((strategy,), (variant,), soup_k)[0])
     settings = json.dumps({"a": a, "b": b, "draws": "recorded" if replay else "sampled", "seed": seed,
                            "excluded": list(exclude), "bootstrap": n_resamples, "ci": ci_percent,
-                           "bootstrap_seed": bootstrap_seed, "correction": correction})
+                           "bootstrap_seed": bootstrap_seed, "correction": correction, "resample": resample})
     results = {"by_r": [], "by_language": []}
     with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
         for task, model in pools_in_store(con, tasks, models):
             found = compare_pool(con, load_pool(con, task, model), pairs[0], pairs[1],
                                  _options(replay, exclude, n_draws, seed), max_runs, n_resamples,
-                                 ci_percent / 100, bootstrap_seed, correction)
+                                 ci_percent / 100, bootstrap_seed, correction, resample)
             for name, rows in found.items():
                 results[name] += rows
                 con.executemany("INSERT INTO analysis_result_table (analysis, task, model, row, settings) "
