@@ -17,8 +17,7 @@ import numpy as np
 
 from ofa_eval import bootstrap
 from ofa_eval.correlation import COEFFICIENTS
-from ofa_eval.protocol import (DrawOptions, Pool, averaged_model_keys, averaging_recipe, pair_curves,
-                               selected_runs)
+from ofa_eval.protocol import DrawOptions, Pool, curve_models, pair_curves
 
 ORACLE = ("max-trg-dev", "trg-dev")
 
@@ -81,12 +80,8 @@ WHERE s.scored = 'average' AND a.approach = 'all' AND s.role = 'target' AND s.sp
 def per_language_at(pool: Pool, draws, strategy: str, variant: str, r: int, tables) -> np.ndarray:
     """(n_draws, n_languages): each draw's per-language scores at r runs."""
     runs, averages, languages = tables
-    recipe = averaging_recipe(strategy, variant)
-    if recipe is None:
-        chosen = selected_runs(pool, draws, variant, r)[:, r - 1]
-        rows = [runs.get((variant, int(run_id)), {}) for run_id in chosen]
-    else:
-        rows = [averages.get((recipe, keys[r - 1]), {}) for keys in averaged_model_keys(pool, draws, recipe, r)]
+    cells = [row[r - 1] for row in curve_models(pool, draws, strategy, variant, r)]
+    rows = [(runs if kind == "run" else averages).get((name, identity), {}) for kind, name, identity in cells]
     return np.array([[row.get(lang, np.nan) for lang in languages] for row in rows])
 
 

@@ -25,10 +25,10 @@ import polars as pl
 
 from ofa_eval import bootstrap
 from ofa_eval.errors import OfaError
-from ofa_eval.protocol import Pool, averaged_model_keys, averaging_recipe, selected_runs
+from ofa_eval.protocol import Model, Pool, curve_models
 
 # A subject is what one (draw, r) cell is scored on: ('run', variant, run_id) or ('average', recipe, key).
-Subject = tuple[str, str, object]
+Subject = Model
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,6 @@ class LanguageStats:
     @property
     def n_examples(self) -> int:
         return next(iter(self.stats.values())).shape[1]
-
-
-def curve_subjects(pool: Pool, draws, strategy: str, variant: str, max_runs: int) -> list[list[Subject]]:
-    """The subject scored in every cell of a pair's (n_draws, max_runs) curve."""
-    recipe = averaging_recipe(strategy, variant)
-    if recipe is None:
-        chosen = selected_runs(pool, draws, variant, max_runs)
-        return [[("run", variant, int(run_id)) for run_id in row] for row in chosen]
-    return [[("average", recipe, key) for key in keys] for keys in averaged_model_keys(pool, draws, recipe, max_runs)]
 
 
 def load_language_stats(con, pool: Pool, subjects: list[Subject]) -> list[LanguageStats]:
@@ -129,7 +120,7 @@ def joint_cells(con, pool: Pool, curves: dict, max_runs: int, n_resamples: int, 
     """
     from ofa_eval.metrics import get_metric
 
-    cells = {pair: curve_subjects(pool, draws, *pair, max_runs) for pair, (draws, _) in curves.items()}
+    cells = {pair: curve_models(pool, draws, *pair, max_runs) for pair, (draws, _) in curves.items()}
     subjects = list(dict.fromkeys(s for rows in cells.values() for row in rows for s in row))
     n_draws = {len(rows) for rows in cells.values()}
     if len(n_draws) > 1:

@@ -9,6 +9,10 @@
 - ingest: score the folders' predictions and record the averaged models, their ordered
   members and scores in one transaction.
 
+Greedy soups are planned one step at a time: each greedy path needs the source validation score
+of its next candidate before it knows the one after, so materializing repeats plan → make →
+ingest until nothing is missing (at most R - 1 rounds).
+
 The cache key is content-based, so one member set is evaluated once across variants, draws and
 calls, whatever the files are called.
 """
@@ -17,12 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from ofa_eval.errors import OfaError
 from ofa_eval.keys import member_key
-from ofa_eval.protocol import DrawOptions, Pool, averaging_recipe, load_pool
+from ofa_eval.protocol import DrawOptions, Pool, averaging_recipe, greedy_soup, load_pool
 
 FORMAT_VERSION = 1
 
@@ -58,10 +64,20 @@ def plan_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int) -> li
         draws = options.draws_for(con, pool, max_runs, recipe)
         for runs in draws.runs:
             for r in range(1, max_runs + 1):
-                plan = _plan(pool, recipe, tuple(runs[:r]), paths)
+                members = _members_needed(pool, strategy, variant, runs[:r])
+                plan = None if members is None else _plan(pool, recipe, members, paths)
                 if plan is not None and (recipe, plan.key) not in pool.averages:
                     plans.setdefault((recipe, plan.key), plan)
     return list(plans.values())
+
+
+def _members_needed(pool: Pool, strategy: str, variant: str, runs: list[int]) -> tuple[int, ...] | None:
+    """The runs of the averaged model a cell needs: the first r runs, or for a greedy soup the
+    next candidate its path needs (None once the path is complete: then nothing is missing)."""
+    if strategy != "greedy-soup":
+        return tuple(runs)
+    needs = greedy_soup(pool, variant, list(runs)).needs
+    return None if needs is None else tuple(needs)
 
 
 def _plan(pool: Pool, recipe: str, run_ids: tuple[int, ...], paths: dict) -> AveragePlan | None:
@@ -91,23 +107,28 @@ def plan(con, pools, pairs, options: DrawOptions, max_runs: int) -> list[Average
     return [p for task, model in pools for p in plan_pool(con, load_pool(con, task, model), pairs, options, max_runs)]
 
 
-def make_average(plan: AveragePlan, out_root: Path, predictor=None) -> Path:
-    """Average, predict and write one averaged-model folder; reuses a complete one."""
-    from ofa_eval.averaging import average_checkpoints
+def make_average(plan: AveragePlan, out_root: Path, predictor=None, reuse_member_predictions: bool = True) -> Path:
+    """Average, predict and write one averaged-model folder; reuses a complete one.
 
+    The average of one model is that model (fp32 accumulation divides by one exactly), so a
+    one-member plan copies its member's predictions and points at its weights instead of
+    averaging and predicting again (`tests/test_end_to_end.py` checks that both agree).
+    """
     folder = Path(out_root) / plan.folder_name
     manifest_path = folder / "average.json"
     if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("state") == "complete":
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "model.safetensors"
-    average_checkpoints([Path(p) for p in plan.member_files], weights)
-    if predictor is None:
-        from producers.predict import predict_with_weights as predictor
-    predictor(Path(plan.reference_run), weights, folder / "predictions")
+    own = _member_predictions(plan) if reuse_member_predictions else None
+    if own is not None:
+        shutil.copytree(own, folder / "predictions", dirs_exist_ok=True)
+        weights = str(Path(plan.member_files[0]).resolve())
+    else:
+        _average_and_predict(plan, folder, predictor)
+        weights = "model.safetensors"
     manifest = {"format_version": FORMAT_VERSION, "state": "complete", "task": plan.task, "model": plan.model,
                 "recipe": plan.recipe, "member_key": plan.key, "reference_run": plan.reference_run,
-                "weights": "model.safetensors",
+                "weights": weights,
                 "runs": list(plan.run_ids),
                 "members": [{"run_id": r, "weights": f, "sha256": h}
                             for r, f, h in zip(plan.member_runs, plan.member_files, plan.member_hashes)]}
@@ -115,6 +136,51 @@ def make_average(plan: AveragePlan, out_root: Path, predictor=None) -> Path:
     temporary.write_text(json.dumps(manifest, indent=1))
     os.replace(temporary, manifest_path)
     return folder
+
+
+def make_averages_here(plans: list[AveragePlan], out_root: Path) -> list[Path]:
+    """Make the plans' folders in this process, one after another, with a progress bar."""
+    from tqdm import tqdm
+
+    return [make_average(p, out_root) for p in tqdm(plans, desc="materializing averaged models", unit="model")]
+
+
+def make_averages_with(executor, plans: list[AveragePlan], out_root: Path) -> list[Path]:
+    """Make the plans' folders as one submitit job array (SLURM, or the local executor in tests)
+    and wait for them; a failed job raises with its log's tail."""
+    from tqdm import tqdm
+
+    executor.update_parameters(name="ofa-eval-materialize")
+    with executor.batch():
+        jobs = [executor.submit(make_average, p, str(out_root)) for p in plans]
+    print(f"submitted {len(jobs)} materialization job(s): {' '.join(str(j.job_id) for j in jobs[:5])}"
+          + (" ..." if len(jobs) > 5 else ""), file=sys.stderr)
+    return [Path(job.result()) for job in tqdm(jobs, desc="waiting for averaged models", unit="model")]
+
+
+def _average_and_predict(plan: AveragePlan, folder: Path, predictor) -> None:
+    from ofa_eval.averaging import average_checkpoints
+
+    weights = folder / "model.safetensors"
+    average_checkpoints([Path(p) for p in plan.member_files], weights)
+    if predictor is None:
+        from producers.predict import predict_with_weights as predictor
+    predictor(Path(plan.reference_run), weights, folder / "predictions")
+
+
+def _member_predictions(plan: AveragePlan) -> Path | None:
+    """The prediction folder of a one-member plan's member, when its run folder has one."""
+    if len(plan.member_files) != 1:
+        return None
+    run_dir = Path(plan.reference_run)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    subjects = {(run_dir / s["weights"]).resolve(): f"snapshot-{s['index']:02d}"
+                for s in manifest["snapshots"] if s.get("weights")}
+    if (manifest.get("ca") or {}).get("weights"):
+        subjects[(run_dir / manifest["ca"]["weights"]).resolve()] = "ca"
+    subject = subjects.get(Path(plan.member_files[0]).resolve())
+    folder = run_dir / "predictions" / subject if subject else None
+    return folder if folder is not None and folder.is_dir() else None
 
 
 def ingest_averages(con, folders: list[Path]) -> int:

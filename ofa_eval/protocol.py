@@ -11,6 +11,9 @@ Strategies:
 - max-trg-dev: the same, ranked by the run's target-language validation criterion (oracle).
 - accumulative: the averaged model of the first r runs' variant.
 - soup: the average of the top-k snapshots (by source validation) of the first r runs.
+- greedy-soup: the greedy soup of Wortsman et al. (2022) over the first r runs' variant models:
+  in order of source validation, a run joins the soup when the average with it scores at least
+  as well on source validation as the soup without it.
 
 Every score is the unweighted mean over the task's target-language test sets, in percent.
 """
@@ -34,6 +37,7 @@ class Strategy:
     name: str
     kind: str  # 'select' or 'average'
     variants: tuple[str, ...]
+    in_paper: bool = True  # computed when no strategy is named (--all: the paper's Tables 1 and 2)
 
 
 STRATEGIES = {
@@ -41,13 +45,14 @@ STRATEGIES = {
     "max-trg-dev": Strategy("max-trg-dev", "select", ("trg-dev",)),
     "accumulative": Strategy("accumulative", "average", SELECTION_VARIANTS),
     "soup": Strategy("soup", "average", ("top{k}",)),
+    "greedy-soup": Strategy("greedy-soup", "average", SELECTION_VARIANTS, in_paper=False),
 }
 ALL_VARIANTS = ("last", "src-dev", "ca", "trg-dev", "top{k}")
 
 
 def strategy_pairs(strategies, variants, soup_k: int) -> list[tuple[str, str]]:
-    """The (strategy, variant) pairs to compute; all pairs when no strategy is named."""
-    names = list(strategies) or list(STRATEGIES)
+    """The (strategy, variant) pairs to compute; the paper's pairs when no strategy is named."""
+    names = list(strategies) or [name for name, strategy in STRATEGIES.items() if strategy.in_paper]
     for name in names:
         if name not in STRATEGIES:
             raise OfaError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
@@ -81,6 +86,7 @@ class Pool:
     target_test: dict[str, dict[int, float]]
     criteria: dict[str, dict[int, float]]  # variant -> run -> selection criterion
     averages: dict[tuple[str, str], float] = field(default_factory=dict)  # (recipe, member key) -> score
+    average_source_dev: dict[tuple[str, str], float] = field(default_factory=dict)  # the same, source validation
     released: set[int] = field(default_factory=set)  # runs imported from the release
     variant_weights: dict[str, dict[int, str]] = field(default_factory=dict)  # variant -> run -> sha256
     snapshot_ranking: dict[int, list[tuple[float, int, str]]] = field(default_factory=dict)  # run -> (src dev, index, sha)
@@ -137,6 +143,8 @@ def load_pool(con, task: str, model: str) -> Pool:
             "SELECT recipe, member_key, target_test FROM average_scores WHERE task=? AND model=? AND approach='all'",
             [task, model]).fetchall():
         pool.averages[(recipe, key)] = value
+    for recipe, key, value in con.execute(_AVERAGE_SOURCE_DEV_SQL, [pool.task, pool.model]).fetchall():
+        pool.average_source_dev[(recipe, key)] = value
     _load_members(con, pool)
     return pool
 
@@ -166,6 +174,17 @@ JOIN run_table r USING (run_id)
 JOIN eval_set_table e USING (eval_set_id)
 JOIN task_table t ON t.task = e.task AND t.metric = sc.metric
 WHERE r.task = ? AND r.model = ? AND e.role = 'source' AND e.split = 'validation'
+"""
+
+
+_AVERAGE_SOURCE_DEV_SQL = """
+SELECT a.recipe, a.member_key, avg(sc.value)
+FROM score_table sc
+JOIN average_table a USING (average_id)
+JOIN eval_set_table e USING (eval_set_id)
+JOIN task_table t ON t.task = e.task AND t.metric = sc.metric
+WHERE a.task = ? AND a.model = ? AND a.approach = 'all' AND e.role = 'source' AND e.split = 'validation'
+GROUP BY ALL
 """
 
 
@@ -258,18 +277,50 @@ class MissingAverages(Exception):
 
 
 def averaging_recipe(strategy: str, variant: str) -> str | None:
-    """The averaged models a pair needs ('last', 'soup-top5', ...), None for selection."""
+    """The averaged models a pair needs ('last', 'soup-top5', ...), None for selection.
+
+    Greedy soups are averages of run variants, like accumulative averages: they share the
+    variant's recipe, so a member set is made and scored once for both.
+    """
     if STRATEGIES[strategy].kind == "select":
         return None
     return f"soup-{variant}" if strategy == "soup" else variant
 
 
-def draw_scores(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_runs: int) -> np.ndarray:
-    """Scores of shape (n_draws, max_runs): the strategy's score for each draw at r = 1..R."""
+# What one (draw, r) cell is scored on: ('run', variant, run_id) or ('average', recipe, member key).
+Model = tuple[str, str, object]
+
+
+def curve_models(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_runs: int) -> list[list[Model]]:
+    """The model each cell of a pair's (n_draws, max_runs) curve is scored on.
+
+    Raises MissingAverages listing the averaged models (member sets) whose scores the store
+    lacks; for greedy soups those are the next candidates each greedy path needs.
+    """
     recipe = averaging_recipe(strategy, variant)
     if recipe is None:
-        return _selection_scores(pool, draws, variant, max_runs)
-    return _average_scores(pool, draws, recipe, max_runs)
+        return [[("run", variant, int(run_id)) for run_id in row]
+                for row in selected_runs(pool, draws, variant, max_runs)]
+    if strategy == "greedy-soup":
+        return _greedy_models(pool, draws, variant, max_runs)
+    return [[("average", recipe, key) for key in keys] for keys in averaged_model_keys(pool, draws, recipe, max_runs)]
+
+
+def draw_scores(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_runs: int) -> np.ndarray:
+    """Scores of shape (n_draws, max_runs): the strategy's score for each draw at r = 1..R."""
+    models = curve_models(pool, draws, strategy, variant, max_runs)
+    out = np.full((len(draws.runs), max_runs), math.nan)
+    missing = []
+    for d, row in enumerate(models):
+        for r, (kind, name, identity) in enumerate(row):
+            score = pool.target_test[name][identity] if kind == "run" else pool.averages.get((name, identity))
+            if score is None:
+                missing.append((name, [pool.external_id[run_id] for run_id in draws.runs[d][:r + 1]]))
+            else:
+                out[d, r] = score
+    if missing:
+        raise MissingAverages(pool.task, pool.model, missing)
+    return out
 
 
 def selected_runs(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> np.ndarray:
@@ -289,11 +340,6 @@ def selected_runs(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> np
     return out
 
 
-def _selection_scores(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> np.ndarray:
-    target = pool.target_test[variant]
-    return np.vectorize(target.__getitem__, otypes=[float])(selected_runs(pool, draws, variant, max_runs))
-
-
 def averaged_model_keys(pool: Pool, draws: DrawSet, recipe: str, max_runs: int) -> list[list[str | None]]:
     """The member key of each draw's averaged model at r = 1..R (None where weights are missing)."""
     keys = []
@@ -303,19 +349,55 @@ def averaged_model_keys(pool: Pool, draws: DrawSet, recipe: str, max_runs: int) 
     return keys
 
 
-def _average_scores(pool: Pool, draws: DrawSet, recipe: str, max_runs: int) -> np.ndarray:
-    out = np.full((len(draws.runs), max_runs), math.nan)
-    missing = []
-    for d, keys in enumerate(averaged_model_keys(pool, draws, recipe, max_runs)):
-        for r, key in enumerate(keys):
-            score = pool.averages.get((recipe, key))
-            if score is None:
-                missing.append((recipe, [pool.external_id[run_id] for run_id in draws.runs[d][:r + 1]]))
+@dataclass(frozen=True)
+class GreedyPath:
+    """A greedy soup walked as far as the store allows: its members so far, and the candidate
+    member set whose source validation score is needed next (None when the soup is complete)."""
+
+    members: list[int]
+    needs: list[int] | None
+
+
+def greedy_soup(pool: Pool, variant: str, run_ids: list[int]) -> GreedyPath:
+    """Wortsman et al.'s greedy soup of the runs' `variant` models, ranked by source validation.
+
+    The best run starts the soup; each next run (in decreasing source validation, the earlier
+    run first on a tie) joins when the average with it scores at least the soup's current
+    source validation score.
+    """
+    criterion = pool.criteria.get(variant, {})
+    missing = [pool.external_id[r] for r in run_ids if r not in criterion]
+    if missing:
+        raise OfaError(f"{pool.task}/{pool.model}: run {missing[0]} has no {variant!r} source validation score")
+    ranked = sorted(run_ids, key=lambda run_id: -criterion[run_id])
+    soup, best = [ranked[0]], criterion[ranked[0]]
+    for run_id in ranked[1:]:
+        candidate = soup + [run_id]
+        identities = pool.member_identities(variant, candidate)
+        score = None if identities is None else pool.average_source_dev.get((variant, member_key(identities)))
+        if score is None:
+            return GreedyPath(soup, candidate)
+        if score >= best:
+            soup, best = candidate, score
+    return GreedyPath(soup, None)
+
+
+def _greedy_models(pool: Pool, draws: DrawSet, variant: str, max_runs: int) -> list[list[Model]]:
+    models, missing = [], []
+    for runs in draws.runs:
+        row = []
+        for r in range(1, max_runs + 1):
+            path = greedy_soup(pool, variant, runs[:r])
+            if path.needs is not None:
+                missing.append((variant, [pool.external_id[run_id] for run_id in path.needs]))
+            elif len(path.members) == 1:
+                row.append(("run", variant, path.members[0]))  # a one-model soup is that run's model
             else:
-                out[d, r] = score
+                row.append(("average", variant, member_key(pool.member_identities(variant, path.members))))
+        models.append(row)
     if missing:
         raise MissingAverages(pool.task, pool.model, missing)
-    return out
+    return models
 
 
 def summarize(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,24 @@ from __future__ import annotations
 import click
 
 
+def slurm_options(function):
+    """The SLURM job options shared by `train` and `materialize` (used with --launcher slurm)."""
+    options = [
+        click.option("--slurm-partition", help="SLURM partition."),
+        click.option("--slurm-timeout", "timeout_min", type=int, default=24 * 60, show_default=True,
+                     help="Time limit of each job, in minutes."),
+        click.option("--slurm-gpus", "gpus_per_node", type=int, default=1, show_default=True, help="GPUs per job."),
+        click.option("--slurm-cpus", "cpus_per_task", type=int, default=8, show_default=True, help="CPUs per job."),
+        click.option("--slurm-mem-gb", "mem_gb", type=int, default=64, show_default=True,
+                     help="Memory per job (GB)."),
+        click.option("--slurm-parallel", "array_parallelism", type=int, default=64, show_default=True,
+                     help="How many jobs of the array may run at once."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @click.command("train")
 @click.argument("grid_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out", default="runs", show_default=True, type=click.Path(file_okay=False),
@@ -17,14 +35,7 @@ import click
               help="local: one run after another in this process; slurm: one job per run via submitit.")
 @click.option("--task", "tasks", multiple=True, type=click.Choice(["nli", "qa", "ner"]),
               help="Train only these tasks of the grid (default: every task table).")
-@click.option("--slurm-partition", help="SLURM partition.")
-@click.option("--slurm-timeout", "timeout_min", type=int, default=24 * 60, show_default=True,
-              help="Time limit of each job, in minutes.")
-@click.option("--slurm-gpus", "gpus_per_node", type=int, default=1, show_default=True, help="GPUs per job.")
-@click.option("--slurm-cpus", "cpus_per_task", type=int, default=8, show_default=True, help="CPUs per job.")
-@click.option("--slurm-mem-gb", "mem_gb", type=int, default=64, show_default=True, help="Memory per job (GB).")
-@click.option("--slurm-parallel", "array_parallelism", type=int, default=64, show_default=True,
-              help="How many runs of the array may run at once.")
+@slurm_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def train(grid_file, out, launcher, tasks, slurm_partition, timeout_min, gpus_per_node, cpus_per_task, mem_gb,
           array_parallelism, quiet):

@@ -88,3 +88,117 @@ def test_joint_bootstrap_pairs_averages_with_runs(store):
                                                                       abs=1e-9)
     for row in rows.values():
         assert float(row["ci_low"]) < float(row["mean"]) + 1e-9 and float(row["mean"]) < float(row["ci_high"]) + 1e-9
+
+
+def _sql_json(store, query):
+    import json
+
+    result = store("sql", query, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_greedy_soup_materializes_round_by_round(store):
+    """The greedy path from the store's own source validation scores, walked by hand."""
+    made = store("materialize", "--task", "nli", "--strategy", "greedy-soup", "--variant", "ca", "--draws", 1,
+                 "--seed", 2, "-R", 3, "--out", store.averages)
+    assert made.exit_code == 0, made.output
+    result = store("protocol", "--task", "nli", "--strategy", "greedy-soup", "--variant", "ca", "--draws", 1,
+                   "--seed", 2, "-R", 3, "--format", "json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    from ofa_eval.protocol import load_pool, sample_draws
+    from ofa_eval.store import connected
+
+    with connected(str(store.db), read_only=True) as con:
+        pool = load_pool(con, "nli", "tiny-xlmr")
+    runs = sample_draws(pool, 1, 3, seed=2).runs[0]
+    run_dev = {r["run_id"]: r["value"] for r in _sql_json(store, """
+        SELECT s.run_id, s.value FROM scores s WHERE s.scored = 'run' AND s.variant = 'ca'
+          AND s.role = 'source' AND s.split = 'validation' AND s.metric = 'accuracy'""")}
+    averages = _sql_json(store, """
+        SELECT a.member_run_ids, max(s.value) FILTER (WHERE s.role = 'source' AND s.split = 'validation') AS dev,
+               avg(s.value) FILTER (WHERE s.role = 'target' AND s.split = 'test') AS test
+        FROM averaged_models a JOIN scores s USING (average_id)
+        WHERE a.recipe = 'ca' AND s.metric = 'accuracy' GROUP BY ALL""")
+    by_members = {frozenset(row["member_run_ids"]): row for row in averages}
+    run_test = {r["run_id"]: r["target_test"] for r in _sql_json(store, "SELECT * FROM run_variants WHERE variant='ca'")}
+    for r, row in enumerate(json.loads(result.stdout), 1):
+        ingredients = sorted(runs[:r], key=lambda i: -run_dev[i])
+        soup, best = [ingredients[0]], run_dev[ingredients[0]]
+        for ingredient in ingredients[1:]:
+            candidate = by_members[frozenset(soup + [ingredient])]["dev"]
+            if candidate >= best:
+                soup, best = soup + [ingredient], candidate
+        expected = run_test[soup[0]] if len(soup) == 1 else by_members[frozenset(soup)]["test"]
+        assert row["mean"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_soup_top_k_on_ingested_runs_averages_the_best_snapshots(store):
+    made = store("materialize", "--task", "nli", "--strategy", "soup", "--soup-k", 3, "--draws", 1, "--seed", 5,
+                 "-R", 2, "--out", store.averages)
+    assert made.exit_code == 0, made.output
+    result = store("protocol", "--task", "nli", "--strategy", "soup", "--soup-k", 3, "--draws", 1, "--seed", 5,
+                   "-R", 2, "--format", "json")
+    assert result.exit_code == 0, result.output
+    snapshots = _sql_json(store, """
+        SELECT sn.run_id, sn.snapshot_index, sn.weights_path, s.value FROM scores s
+        JOIN snapshots sn USING (snapshot_id)
+        WHERE s.scored = 'snapshot' AND s.role = 'source' AND s.split = 'validation' AND s.metric = 'accuracy'""")
+    soups = _sql_json(store, "SELECT average_id, weights_path, member_run_ids FROM averaged_models "
+                             "WHERE recipe = 'soup-top3'")
+    assert soups
+    for soup in soups:
+        candidates = sorted((s for s in snapshots if s["run_id"] in set(soup["member_run_ids"])),
+                            key=lambda s: -s["value"])
+        chosen = candidates[:3]
+        # the uniform average of the three best snapshots by English validation (ties broken either way)
+        assert all(s["value"] >= candidates[3]["value"] for s in chosen)
+        averaged = load_file(soup["weights_path"])
+        members = [load_file(s["weights_path"]) for s in chosen]
+        if candidates[2]["value"] > candidates[3]["value"]:
+            for name, tensor in averaged.items():
+                expected = np.mean([m[name].astype(np.float64) for m in members], axis=0)
+                assert np.max(np.abs(tensor - expected)) <= 1e-6, name
+
+
+def test_one_member_shortcut_matches_averaging_and_predicting(store, tmp_path):
+    import polars as pl
+
+    from ofa_eval.materialize import make_average, plan
+    from ofa_eval.protocol import DrawOptions, pools_in_store
+    from ofa_eval.store import connected
+
+    with connected(str(store.db), read_only=True) as con:
+        plans = plan(con, pools_in_store(con, ("nli",), ()), [("accumulative", "last")], DrawOptions(n_draws=1),
+                     1)
+    assert len(plans) == 1 and len(plans[0].member_files) == 1
+    shortcut = make_average(plans[0], tmp_path / "shortcut")
+    computed = make_average(plans[0], tmp_path / "computed", reuse_member_predictions=False)
+    assert not (shortcut / "model.safetensors").exists() and (computed / "model.safetensors").exists()
+    files = sorted(p.name for p in (computed / "predictions").glob("*.parquet"))
+    assert files and files == sorted(p.name for p in (shortcut / "predictions").glob("*.parquet"))
+    for name in files:
+        ours = pl.read_parquet(shortcut / "predictions" / name).sort("example_id")
+        theirs = pl.read_parquet(computed / "predictions" / name).sort("example_id")
+        assert ours.equals(theirs), name
+
+
+def test_materialization_jobs_through_submitit_match_local_ones(store, tmp_path, monkeypatch):
+    """The SLURM path with submitit's local executor: the same folders, ingested alike."""
+    from ofa_eval.commands.pipeline import _executor_maker, materialize_needed
+    from ofa_eval.protocol import DrawOptions
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    maker = _executor_maker(tmp_path / "jobs", "local", {"timeout_min": 10})
+    options = DrawOptions(n_draws=1, seed=9)
+    made = materialize_needed(str(store.db), ("nli",), (), [("accumulative", "src-dev")], options, 2,
+                              tmp_path / "jobs", maker)
+    assert made >= 1
+    assert list((tmp_path / "jobs" / "_slurm").iterdir())  # submitit's job logs
+    result = store("protocol", "--task", "nli", "--strategy", "accumulative", "--strategy", "max-src-dev",
+                   "--variant", "src-dev", "--draws", 1, "--seed", 9, "-R", 2, "--format", "csv")
+    rows = {(r["strategy"], int(r["runs"])): float(r["mean"]) for r in csv.DictReader(io.StringIO(result.stdout))}
+    assert rows[("accumulative", 1)] == pytest.approx(rows[("max-src-dev", 1)], abs=1e-9)
+    assert ("accumulative", 2) in rows

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ofa_eval.commands.results import draw_options, selection_options
+from producers.commands import slurm_options
 
 
 @click.command("quickstart")
@@ -24,8 +27,6 @@ def quickstart(directory, tasks, n_draws, seed, no_averaging):
     in DIRECTORY/averages/, and the store in DIRECTORY/ofa-eval.duckdb (default DIRECTORY:
     ./ofa-quickstart). Runs and averages already made there are reused.
     """
-    from pathlib import Path
-
     from ofa_eval.formatting import render_protocol
     from ofa_eval.ingest import ingest
     from ofa_eval.protocol import DrawOptions, compute_protocol, pools_in_store, strategy_pairs
@@ -63,42 +64,74 @@ def _configs(con, task, model):
 @draw_options
 @click.option("--out", type=click.Path(file_okay=False),
               help="Where averaged-model folders go (default: averages/ beside the store).")
+@click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="local: one averaged model after another here; slurm: one job per model (a submitit "
+                   "job array), awaited here before the results are ingested.")
+@slurm_options
 @click.pass_context
 def materialize(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
-                soup_k, out):
+                soup_k, out, launcher, **slurm):
     """Make the averaged models that `protocol` would need, and score them.
 
     Takes the same options as `protocol`. For each draw and r, the members of every averaging
-    strategy (LAST, SRC-DEV or CA weights of the first r runs; the top-k snapshots for soups)
-    are averaged, evaluated on every evaluation set with the task's own code, and ingested.
-    Member sets already in the store are skipped: the key is the members' content hashes.
+    strategy (LAST, SRC-DEV or CA weights of the first r runs; the top-k snapshots for soups;
+    the next candidates of greedy soups, round after round) are averaged, evaluated on every
+    evaluation set with the task's own code, and ingested. Member sets already in the store
+    are skipped: the key is the members' content hashes. A one-member average reuses its
+    member's predictions. Interrupted? Run it again: finished folders are reused.
     """
     from ofa_eval.commands.results import _options, _pairs
 
     pairs = _pairs(strategies, variants, all_pairs, soup_k)
+    maker = None
+    if launcher == "slurm":
+        maker = _executor_maker(averages_root(ctx.obj["db_path"], out), "slurm", slurm)
     made = materialize_needed(ctx.obj["db_path"], tasks, models, pairs, _options(replay, exclude, n_draws, seed),
-                              max_runs, out)
+                              max_runs, out, maker)
     click.echo(f"{made} averaged model(s) materialized")
 
 
-def materialize_needed(db_path, tasks, models, pairs, options, max_runs, out) -> int:
-    """Plan with the store open, average and predict with it closed, then ingest."""
-    from pathlib import Path
+def _executor_maker(root, cluster, slurm: dict):
+    """make_averages through a submitit executor whose logs go to ROOT/_slurm."""
+    from ofa_eval.materialize import make_averages_with
+    from producers.launch import make_executor
 
-    from tqdm import tqdm
+    executor = make_executor(Path(root) / "_slurm", cluster, slurm.pop("slurm_partition", None), **slurm)
+    return lambda plans, out_root: make_averages_with(executor, plans, out_root)
 
-    from ofa_eval.materialize import ingest_averages, make_average, plan
+
+def averages_root(db_path, out) -> Path:
+    """Where averaged-model folders go: --out, else averages/ beside the store."""
+    return Path(out) if out else Path(db_path).resolve().parent / "averages"
+
+
+def materialize_needed(db_path, tasks, models, pairs, options, max_runs, out, maker=None) -> int:
+    """Plan with the store open, make the averages with it closed, then ingest; repeat until
+    nothing is missing (greedy soups learn their next candidates from the last round's scores).
+
+    `maker(plans, root)` makes the averaged-model folders (default: here, one after another).
+    """
+    from ofa_eval.errors import OfaError
+    from ofa_eval.materialize import ingest_averages, make_averages_here, plan
     from ofa_eval.protocol import pools_in_store
     from ofa_eval.store import connected
 
-    with connected(db_path, must_exist=True) as con:
-        plans = plan(con, pools_in_store(con, tasks, models), pairs, options, max_runs)
-    if not plans:
-        return 0
-    root = Path(out) if out else Path(db_path).resolve().parent / "averages"
-    folders = [make_average(p, root) for p in tqdm(plans, desc="materializing averaged models", unit="model")]
-    with connected(db_path) as con:
-        return ingest_averages(con, folders)
+    root = averages_root(db_path, out)
+    maker = maker or make_averages_here
+    made, seen = 0, set()
+    for _ in range(max_runs):
+        with connected(db_path, must_exist=True) as con:
+            plans = plan(con, pools_in_store(con, tasks, models), pairs, options, max_runs)
+        if not plans:
+            break
+        keys = {(p.task, p.model, p.recipe, p.key) for p in plans}
+        if keys & seen:
+            raise OfaError(f"{root}: averaged models were made but the store still lacks them")
+        seen |= keys
+        folders = maker(plans, root)
+        with connected(db_path) as con:
+            made += ingest_averages(con, folders)
+    return made
 
 
 COMMANDS = [quickstart, materialize]

@@ -38,7 +38,8 @@ def selection_options(function):
         click.option("--model", "models", multiple=True,
                      help="Model(s) to evaluate (default: every model in the store)."),
         click.option("--strategy", "strategies", multiple=True, metavar="NAME",
-                     help="max-src-dev, max-trg-dev, accumulative or soup (repeatable; default: all, as with --all)."),
+                     help="max-src-dev, max-trg-dev, accumulative, soup or greedy-soup (repeatable; default: "
+                          "the paper's four, as with --all)."),
         click.option("--variant", "variants", multiple=True, metavar="NAME",
                      help="last, src-dev, ca or trg-dev (repeatable; default: every variant the strategy takes)."),
         click.option("--all", "all_pairs", is_flag=True,
@@ -83,6 +84,8 @@ def protocol(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed,
       max-trg-dev   trg-dev               pick the run with the best target validation (oracle)
       accumulative  last | src-dev | ca   average the weights of the first r runs
       soup          (top-k)               average the k best snapshots of the first r runs
+      greedy-soup   last | src-dev | ca   Wortsman et al.'s greedy soup of the first r runs,
+                                          ranked and grown on English validation
 
     Draws: --draws N --seed S samples N fresh draws (R distinct learning-rate/batch-size
     configurations in random order, one seed each); --replay uses the draws recorded in the
