@@ -17,7 +17,7 @@ import numpy as np
 
 from ofa_eval import bootstrap
 from ofa_eval.correlation import COEFFICIENTS
-from ofa_eval.protocol import DrawOptions, Pool, curve_models, pair_curves
+from ofa_eval.protocol import DrawOptions, Pool, curve_models, pair_curves, pool_max_runs
 
 ORACLE = ("max-trg-dev", "trg-dev")
 
@@ -107,6 +107,7 @@ def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, 
                    level: float, seed: int) -> dict[str, list[dict]]:
     """Every analysis for one pool, as lists of rows keyed by analysis name."""
     rng = np.random.default_rng(seed)
+    max_runs = pool_max_runs(pool, max_runs)
     pairs = list(dict.fromkeys(list(pairs) + [ORACLE]))
     _, curves = pair_curves(con, pool, pairs, options, max_runs)
     oracle_draws, oracle = curves[ORACLE]
@@ -186,6 +187,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, n_r
     test examples jointly (ofa_eval.example_bootstrap), the same resamples for A and B.
     """
     rng = np.random.default_rng(seed)
+    max_runs = pool_max_runs(pool, max_runs)
     _, curves = pair_curves(con, pool, [a, b], options, max_runs)
     (draws_a, score_a), (draws_b, score_b) = curves[a], curves[b]
     difference = score_a - score_b

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ofa_eval.errors import OfaError
 from ofa_eval.keys import member_key
-from ofa_eval.protocol import DrawOptions, Pool, averaging_recipe, greedy_soup, load_pool
+from ofa_eval.protocol import DrawOptions, Pool, averaging_recipe, greedy_soup, load_pool, pool_max_runs
 
 FORMAT_VERSION = 1
 
@@ -55,6 +55,7 @@ class AveragePlan:
 def plan_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int) -> list[AveragePlan]:
     """The averaged models this pool's draws need that the store has no scores for."""
     plans: dict[tuple[str, str], AveragePlan] = {}
+    max_runs = pool_max_runs(pool, max_runs)
     paths = dict(con.execute("SELECT run_id, path FROM run_table WHERE task=? AND model=?",
                              [pool.task, pool.model]).fetchall())
     for strategy, variant in pairs:

@@ -408,6 +408,12 @@ def summarize(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 RESAMPLING_LEVELS = ("draws", "draws+examples")
+DEFAULT_MAX_RUNS = 10  # the paper's r = 1..10
+
+
+def pool_max_runs(pool: Pool, max_runs: int | None) -> int:
+    """The largest r: as asked, else 10 or the pool's number of configurations if smaller."""
+    return max_runs if max_runs is not None else min(DEFAULT_MAX_RUNS, len(pool.configurations))
 
 
 @dataclass(frozen=True)
@@ -532,7 +538,7 @@ def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOpti
     strategy needs: that is an error, unless `skip_incomplete` (the pools were not named by
     the user), when it is skipped with a note.
     """
-    if max_runs < 1:
+    if max_runs is not None and max_runs < 1:
         raise OfaError("--max-runs must be at least 1")
     rows, notes = [], []
     for task, model in pools:
@@ -567,6 +573,7 @@ def pair_curves(con, pool: Pool, pairs, options: DrawOptions, max_runs: int):
 
 def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, soup_k: int, record: bool,
                    interval: IntervalOptions | None):
+    max_runs = pool_max_runs(pool, max_runs)
     common, curves = pair_curves(con, pool, pairs, options, max_runs)
     bounds = interval_bounds(con, pool, curves, max_runs, interval) if interval else None
     pool_rows = protocol_rows(pool, curves, max_runs, bounds)
@@ -606,6 +613,7 @@ def exact_rows(pool: Pool, pairs, max_runs: int) -> list[dict]:
     """
     from ofa_eval.exact import expected_selection_curve
 
+    max_runs = pool_max_runs(pool, max_runs)
     if max_runs > len(pool.configurations):
         raise OfaError(f"{pool.task}/{pool.model}: --max-runs {max_runs} exceeds the "
                        f"{len(pool.configurations)} distinct (learning rate, batch size) configurations")

@@ -17,7 +17,7 @@ from ofa_eval import bootstrap
 from ofa_eval.analysis import language_scores, per_language_at
 from ofa_eval.correlation import pearson, spearman
 from ofa_eval.formatting import render_protocol
-from ofa_eval.protocol import DrawOptions, Pool, load_pool, pair_curves, protocol_rows
+from ofa_eval.protocol import DrawOptions, Pool, load_pool, pair_curves, pool_max_runs, protocol_rows
 
 COLORS = {"max-src-dev": "tab:blue", "max-trg-dev": "tab:green", "accumulative": "tab:red", "soup": "tab:purple"}
 STYLES = {"last": ":", "src-dev": "--", "ca": "-", "trg-dev": "-", "top": "-."}
@@ -92,6 +92,7 @@ def _save(fig, out: Path) -> list[Path]:
 def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, out: Path, rng,
                  n_resamples: int, level: float) -> tuple[str, dict]:
     """Markdown for one pool, and the figures it refers to."""
+    max_runs = pool_max_runs(pool, max_runs)
     _, curves = pair_curves(con, pool, pairs, options, max_runs)
     title = f"{pool.task} / {pool.model}"
     stem = f"{pool.task}-{pool.model}"

@@ -113,13 +113,13 @@ def materialize_needed(db_path, tasks, models, pairs, options, max_runs, out, ma
     """
     from ofa_eval.errors import OfaError
     from ofa_eval.materialize import ingest_averages, make_averages_here, plan
-    from ofa_eval.protocol import pools_in_store
+    from ofa_eval.protocol import DEFAULT_MAX_RUNS, pools_in_store
     from ofa_eval.store import connected
 
     root = averages_root(db_path, out)
     maker = maker or make_averages_here
     made, seen = 0, set()
-    for _ in range(max_runs):
+    for _ in range(max_runs or DEFAULT_MAX_RUNS):  # a greedy path takes at most R - 1 rounds
         with connected(db_path, must_exist=True) as con:
             plans = plan(con, pools_in_store(con, tasks, models), pairs, options, max_runs)
         if not plans:

@@ -16,8 +16,9 @@ def draw_options(function):
         click.option("--replay", is_flag=True, help="Use the draws recorded in the store instead of sampling."),
         click.option("--exclude-draw", "exclude", multiple=True,
                      help="Leave a recorded draw out (repeatable); the paper left out draw 1."),
-        click.option("--max-runs", "-R", "max_runs", type=int, default=10, show_default=True,
-                     help="Largest number of runs r per draw."),
+        click.option("--max-runs", "-R", "max_runs", type=int,
+                     help="Largest number of runs r per draw (default: 10, or a pool's number of "
+                          "learning-rate/batch-size configurations where that is smaller)."),
         click.option("--soup-k", type=int, default=5, show_default=True, help="Snapshots averaged by SOUP."),
     ]
     for option in reversed(options):
@@ -135,7 +136,7 @@ def _exact_protocol(db_path, tasks, models, pairs, max_runs, fmt):
     with connected(db_path, must_exist=True) as con, transaction(con):
         for task, model in pools_in_store(con, tasks, models):
             pool_rows = exact_rows(load_pool(con, task, model), pairs, max_runs)
-            record_results(con, pool_rows, {"draws": "exact", "max_runs": max_runs})
+            record_results(con, pool_rows, {"draws": "exact", "max_runs": max(r["runs"] for r in pool_rows)})
             rows += pool_rows
     click.echo(render_protocol(rows, fmt))
 
