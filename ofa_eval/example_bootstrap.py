@@ -27,10 +27,6 @@ from ofa_eval import bootstrap
 from ofa_eval.errors import OfaError
 from ofa_eval.protocol import Model, Pool, curve_models
 
-# A subject is what one (draw, r) cell is scored on: ('run', variant, run_id) or ('average', recipe, key).
-Subject = Model
-
-
 @dataclass(frozen=True)
 class LanguageStats:
     """One target test set: statistic -> array (n_subjects, n_examples)."""
@@ -43,7 +39,7 @@ class LanguageStats:
         return next(iter(self.stats.values())).shape[1]
 
 
-def load_language_stats(con, pool: Pool, subjects: list[Subject]) -> list[LanguageStats]:
+def load_language_stats(con, pool: Pool, subjects: list[Model]) -> list[LanguageStats]:
     """Per target test set, the stored per-example statistics of `subjects`, in their order."""
     frame = _stored_stats(con, pool)
     index = {subject: i for i, subject in enumerate(subjects)}
@@ -51,7 +47,7 @@ def load_language_stats(con, pool: Pool, subjects: list[Subject]) -> list[Langua
     languages = []
     for (language,), rows in frame.sort("language").group_by(["language"], maintain_order=True):
         _check_same_examples(pool, language, rows)
-        found = {subject for subject in _frame_subjects(rows)}
+        found = set(_frame_subjects(rows))
         missing = [s for s in subjects if s not in found]
         if missing:
             raise _missing_error(pool, missing[0], language)
@@ -82,7 +78,7 @@ WHERE x.scored = 'average' AND a.approach = 'all' AND x.task = ? AND x.model = ?
 """
 
 
-def _frame_subjects(frame: pl.DataFrame) -> list[Subject]:
+def _frame_subjects(frame: pl.DataFrame) -> list[Model]:
     return [(kind, name, int(id_) if kind == "run" else id_)
             for kind, name, id_ in zip(frame["kind"], frame["name"], frame["id"])]
 
@@ -93,7 +89,7 @@ def _check_same_examples(pool: Pool, language: str, rows: pl.DataFrame) -> None:
                        "sets by different runs, so examples cannot be resampled jointly")
 
 
-def _missing_error(pool: Pool, subject: Subject, language: str) -> OfaError:
+def _missing_error(pool: Pool, subject: Model, language: str) -> OfaError:
     kind, name, id_ = subject
     what = (f"run {pool.external_id.get(id_, id_)} ({name})" if kind == "run"
             else f"the {name} average {str(id_)[:12]}")

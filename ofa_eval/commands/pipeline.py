@@ -96,7 +96,8 @@ def _executor_maker(root, cluster, slurm: dict):
     from ofa_eval.materialize import make_averages_with
     from producers.launch import make_executor
 
-    executor = make_executor(Path(root) / "_slurm", cluster, slurm.pop("slurm_partition", None), **slurm)
+    options = dict(slurm)
+    executor = make_executor(Path(root) / "_slurm", cluster, options.pop("slurm_partition", None), **options)
     return lambda plans, out_root: make_averages_with(executor, plans, out_root)
 
 
