@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ofa_eval import bootstrap  # noqa: E402
 from ofa_eval.example_bootstrap import LanguageStats, subject_scores  # noqa: E402
-from ofa_eval.metrics import get_metric  # noqa: E402
+from ofa_eval.tasks import get_task  # noqa: E402
 from bench_bootstrap import cpu_model  # noqa: E402
 
 N_MODELS, N_LANGUAGES, N_EXAMPLES, N_DRAWS, MAX_RUNS = 252, 15, 5010, 10, 10
@@ -45,7 +45,7 @@ def workload(seed=0):
 
 def ours(languages, cells, n_resamples, seed):
     rng = np.random.default_rng(seed)
-    scores = subject_scores(get_metric("nli"), languages, n_resamples, rng).T
+    scores = subject_scores(get_task("nli").metric, languages, n_resamples, rng).T
     picks = bootstrap.paired_indices(N_DRAWS, n_resamples, rng)
     means = scores[np.arange(n_resamples)[:, None, None], cells[picks]].mean(axis=1)
     return bootstrap.percentile_interval(means.T)

@@ -54,7 +54,7 @@ def setup(work: Path, n_examples: int):
 
 
 def producer_steps_per_second(model, features, config, steps: int, warmup: int, pad_id: int) -> float:
-    from producers.train import fit, make_optimizer, make_scheduler
+    from producers.finetune import fit, make_optimizer, make_scheduler
 
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps + warmup)

@@ -1,4 +1,5 @@
-"""How closely each strategy tracks the oracle (Max TRG-DEV), and how well English ranks runs.
+"""How closely each strategy tracks the oracle (Max TRG-DEV), and how well source-language
+validation ranks runs.
 
 - tracking: correlation of a strategy's score with the oracle's over every (draw, r) cell, with
   a bootstrap over draws (cells of one draw are resampled together);
@@ -7,16 +8,23 @@
   per-language scores (mean over draws), with a bootstrap over languages;
 - source ranking: per target language, the rank correlation between the runs' source-language
   validation score and their test score in that language.
+
+Identical draws are one piece of evidence (ofa_eval.draw_diversity): intervals resample distinct
+draws, randomization tests flip their signs together, and rows carry `distinct_draws`. The
+estimates stay those over all draws, as `protocol` reports them. A correlation with a constant
+is undefined: its row holds None and a note says why.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ofa_eval import bootstrap
-from ofa_eval.correlation import COEFFICIENTS
+from ofa_eval.correlation import COEFFICIENTS, is_constant
+from ofa_eval.draw_diversity import describe_repeats, draw_groups, paired_groups
 from ofa_eval.protocol import DrawOptions, Pool, curve_models, pair_curves, pool_max_runs
 
 ORACLE = ("max-trg-dev", "trg-dev")
@@ -28,29 +36,96 @@ class Interval:
     low: float
     high: float
 
+    def fields(self) -> dict:
+        """value, low and high for a result row: None where undefined (JSON null, an empty cell)."""
+        return {name: None if math.isnan(number) else number for name, number in vars(self).items()}
+
+
+UNDEFINED = Interval(math.nan, math.nan, math.nan)
+
 
 def percentile_interval(value: float, samples: np.ndarray, level: float) -> Interval:
-    """The estimate with the percentile interval of its bootstrap samples (undefined ones dropped)."""
+    """The estimate with the percentile interval of its bootstrap samples (undefined ones dropped);
+    the interval is undefined with the estimate, or when no sample is defined."""
     samples = np.asarray(samples, dtype=float)
-    low, high = bootstrap.percentile_interval(samples[~np.isnan(samples)], level)
+    samples = samples[~np.isnan(samples)]
+    if math.isnan(value) or samples.size == 0:
+        return Interval(float(value), math.nan, math.nan)
+    low, high = bootstrap.percentile_interval(samples, level)
     return Interval(float(value), float(low), float(high))
 
 
-def tracking(curve: np.ndarray, oracle: np.ndarray, rng, n_resamples: int, level: float) -> dict[str, Interval]:
-    """Correlations over (draw, r) cells, resampling whole draws."""
-    n_draws = curve.shape[0]
-    picks = bootstrap.paired_indices(n_draws, n_resamples, rng)
-    x_boot = curve[picks].reshape(n_resamples, -1)
-    y_boot = oracle[picks].reshape(n_resamples, -1)
-    return {name: percentile_interval(f(curve.ravel(), oracle.ravel()), f(x_boot, y_boot), level)
-            for name, f in COEFFICIENTS.items()}
+class PoolAnalysis(dict):
+    """Result rows keyed by analysis name, and `notes`: one line each on what the rows cannot
+    show (undefined correlations, repeated draws), for the command to print."""
+
+    def __init__(self, rows: dict[str, list[dict]], notes: list[str]):
+        super().__init__(rows)
+        self.notes = notes
 
 
-def regret(curve: np.ndarray, oracle: np.ndarray, rng, n_resamples: int, level: float) -> list[Interval]:
+def n_groups(groups: np.ndarray) -> int:
+    return int(groups.max()) + 1 if groups.size else 0
+
+
+def paired_draw_groups(draws_a, draws_b, max_runs: int) -> list[np.ndarray]:
+    """Per r = 1..R, which draws hold the same sets of runs in both curves' draws."""
+    return [paired_groups(draw_groups(draws_a.runs, r), draw_groups(draws_b.runs, r))
+            for r in range(1, max_runs + 1)]
+
+
+def group_resample_counts(groups: np.ndarray, rng, n_resamples: int) -> np.ndarray:
+    """(n_resamples, n_draws): how often each draw enters a bootstrap resample that picks distinct
+    draws (groups of identical draws) with replacement, each with all of its copies."""
+    picked = bootstrap.resample_counts(bootstrap.paired_indices(n_groups(groups), n_resamples, rng),
+                                       n_groups(groups))
+    return picked[:, groups]
+
+
+def grouped_bootstrap_means(values: np.ndarray, groups: np.ndarray, rng, n_resamples: int) -> np.ndarray:
+    """Bootstrap means over draws of `values` (n_draws, ...), resampling distinct draws: (n_resamples, ...).
+
+    A draw drawn k times counts once as evidence; the resampled statistic is still the mean over
+    draws (copies included), so the interval is about the mean `protocol` reports.
+    """
+    counts = group_resample_counts(groups, rng, n_resamples)
+    totals = counts.sum(axis=1).reshape((-1,) + (1,) * (values.ndim - 1))
+    return np.tensordot(counts, values, axes=1) / totals
+
+
+def tracking(curve: np.ndarray, oracle: np.ndarray, groups: np.ndarray, rng, n_resamples: int,
+             level: float) -> dict[str, Interval]:
+    """Correlations over (draw, r) cells; the bootstrap resamples distinct draws (`groups`) whole."""
+    weights = np.repeat(group_resample_counts(groups, rng, n_resamples), curve.shape[1], axis=1)
+    x, y = curve.ravel(), oracle.ravel()
+    return {name: percentile_interval(float(f(x, y)), f(x, y, weights), level) for name, f in COEFFICIENTS.items()}
+
+
+def regret(curve: np.ndarray, oracle: np.ndarray, groups_by_r: list[np.ndarray], rng, n_resamples: int,
+           level: float) -> list[Interval]:
     gap = oracle - curve
-    picks = bootstrap.paired_indices(gap.shape[0], n_resamples, rng)
-    boot = gap[picks].mean(axis=1)
-    return [percentile_interval(gap[:, r].mean(), boot[:, r], level) for r in range(gap.shape[1])]
+    return [percentile_interval(gap[:, r].mean(), grouped_bootstrap_means(gap[:, r], groups, rng, n_resamples), level)
+            for r, groups in enumerate(groups_by_r)]
+
+
+def repeat_notes(subject: str, groups_by_r: list[np.ndarray], counted_by: str, at_one: str) -> list[str]:
+    """A note where draws repeat: `counted_by` (intervals, tests) counts identical draws once,
+    and where a single set of runs remains, `at_one` says what that leaves."""
+    counts = [n_groups(groups) for groups in groups_by_r]
+    line = describe_repeats(counts, len(groups_by_r[0]))
+    if line is None:
+        return []
+    single = f" ({at_one} where one set remains)" if 1 in counts else ""
+    return [f"{subject}: {line}; {counted_by} count identical draws once{single}"]
+
+
+def constant_notes(subject: str, where: str, series: dict[str, np.ndarray]) -> list[str]:
+    """A note when a correlation is undefined because one of its series is constant."""
+    constant = [f"{name} is {values.flat[0]:.4g} {where}" for name, values in series.items()
+                if values.size and is_constant(values.ravel())]
+    if not constant:
+        return []
+    return [f"{subject} is undefined: {' and '.join(constant)}, and a constant has no correlation"]
 
 
 def language_scores(con, pool: Pool) -> tuple[dict, dict, list[str]]:
@@ -86,7 +161,8 @@ def per_language_at(pool: Pool, draws, strategy: str, variant: str, r: int, tabl
 
 
 def source_ranking(pool: Pool, tables) -> list[dict]:
-    """Per language and variant: Spearman between source validation and that language's test score."""
+    """Per language and variant: Spearman between source validation and that language's test score
+    (None where fewer than 3 runs have both, or either is constant across runs)."""
     runs, _, languages = tables
     rows = []
     for variant in ("last", "src-dev", "ca"):
@@ -97,15 +173,55 @@ def source_ranking(pool: Pool, tables) -> list[dict]:
         for lang in languages:
             target = np.array([runs[(variant, r)].get(lang, np.nan) for r in run_ids])
             keep = ~np.isnan(target)
-            rho = COEFFICIENTS["spearman"](source[keep], target[keep]) if keep.sum() > 2 else np.nan
+            rho = float(COEFFICIENTS["spearman"](source[keep], target[keep])) if keep.sum() > 2 else math.nan
             rows.append({"task": pool.task, "model": pool.model, "variant": variant, "language": lang,
-                         "runs": int(keep.sum()), "spearman": float(rho)})
+                         "runs": int(keep.sum()), "spearman": None if math.isnan(rho) else rho})
     return rows
 
 
+def _source_ranking_notes(pool: Pool, rows: list[dict]) -> list[str]:
+    undefined = sum(row["spearman"] is None for row in rows)
+    if not undefined:
+        return []
+    return [f"{pool.task}/{pool.model}: source_ranking is undefined for {undefined} of {len(rows)} (variant, "
+            "language) rows: fewer than 3 runs scored, or source-language validation or the test score is the same "
+            "for every run"]
+
+
+MIN_LANGUAGES = 3  # two points always correlate perfectly
+
+
+def _tracking_rows(head: dict, subject: str, curve, oracle, groups, rng, n_resamples, level):
+    intervals = tracking(curve, oracle, groups, rng, n_resamples, level)
+    rows = [{**head, "coefficient": name, "distinct_draws": n_groups(groups), **interval.fields()}
+            for name, interval in intervals.items()]
+    return rows, constant_notes(f"{subject}: tracking", "in every (draw, r) cell",
+                                {"its score": curve, "the oracle's score": oracle})
+
+
+def _language_rows(head: dict, subject: str, strategy_means, oracle_means, distinct: int, rng, n_resamples,
+                   level):
+    """Correlation across languages of per-language means, with a bootstrap over languages."""
+    keep = ~(np.isnan(strategy_means) | np.isnan(oracle_means))
+    x, y = strategy_means[keep], oracle_means[keep]
+    if keep.sum() < MIN_LANGUAGES:
+        intervals = dict.fromkeys(COEFFICIENTS, UNDEFINED)
+        notes = [f"{subject}: languages is undefined: {int(keep.sum())} target language(s) scored, "
+                 f"fewer than {MIN_LANGUAGES}"]
+    else:
+        picks = bootstrap.paired_indices(len(x), n_resamples, rng)
+        intervals = {name: percentile_interval(float(f(x, y)), f(x[picks], y[picks]), level)
+                     for name, f in COEFFICIENTS.items()}
+        notes = constant_notes(f"{subject}: languages", "in every language",
+                               {"its mean score": x, "the oracle's mean score": y})
+    rows = [{**head, "coefficient": name, "languages": int(keep.sum()), "distinct_draws": distinct,
+             **interval.fields()} for name, interval in intervals.items()]
+    return rows, notes
+
+
 def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, n_resamples: int,
-                   level: float, seed: int) -> dict[str, list[dict]]:
-    """Every analysis for one pool, as lists of rows keyed by analysis name."""
+                   level: float, seed: int) -> PoolAnalysis:
+    """Every analysis for one pool: lists of rows keyed by analysis name, and notes."""
     rng = np.random.default_rng(seed)
     max_runs = pool_max_runs(pool, max_runs)
     pairs = list(dict.fromkeys(list(pairs) + [ORACLE]))
@@ -114,23 +230,28 @@ def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, 
     tables = language_scores(con, pool)
     oracle_languages = per_language_at(pool, oracle_draws, *ORACLE, max_runs, tables).mean(axis=0)
     out = {"tracking": [], "regret": [], "languages": [], "source_ranking": source_ranking(pool, tables)}
-    base = {"task": pool.task, "model": pool.model}
+    notes = _source_ranking_notes(pool, out["source_ranking"])
     for (strategy, variant), (draws, curve) in curves.items():
         if (strategy, variant) == ORACLE:
             continue
-        pair = {**base, "strategy": strategy, "variant": variant}
-        for name, interval in tracking(curve, oracle, rng, n_resamples, level).items():
-            out["tracking"].append({**pair, "coefficient": name, **vars(interval)})
-        for r, interval in enumerate(regret(curve, oracle, rng, n_resamples, level), 1):
-            out["regret"].append({**pair, "runs": r, **vars(interval)})
+        head = {"task": pool.task, "model": pool.model, "strategy": strategy, "variant": variant}
+        subject = f"{pool.task}/{pool.model} {strategy} {variant}"
+        whole_draws = paired_groups(draw_groups(draws.runs, max_runs, ordered=True),
+                                    draw_groups(oracle_draws.runs, max_runs, ordered=True))
+        rows, found = _tracking_rows(head, subject, curve, oracle, whole_draws, rng, n_resamples, level)
+        out["tracking"] += rows
+        groups_by_r = paired_draw_groups(draws, oracle_draws, max_runs)
+        notes += found + repeat_notes(f"{subject} and the oracle", groups_by_r, "the intervals",
+                                      "the regret interval is a point")
+        for r, (groups, interval) in enumerate(zip(groups_by_r, regret(curve, oracle, groups_by_r, rng,
+                                                                       n_resamples, level)), 1):
+            out["regret"].append({**head, "runs": r, "distinct_draws": n_groups(groups), **interval.fields()})
         languages = per_language_at(pool, draws, strategy, variant, max_runs, tables).mean(axis=0)
-        keep = ~(np.isnan(languages) | np.isnan(oracle_languages))
-        x, y = languages[keep], oracle_languages[keep]
-        picks = bootstrap.paired_indices(len(x), n_resamples, rng)
-        for name, f in COEFFICIENTS.items():
-            interval = percentile_interval(f(x, y), f(x[picks], y[picks]), level)
-            out["languages"].append({**pair, "coefficient": name, "languages": int(keep.sum()), **vars(interval)})
-    return out
+        rows, found = _language_rows(head, subject, languages, oracle_languages, n_groups(groups_by_r[-1]), rng,
+                                     n_resamples, level)
+        out["languages"] += rows
+        notes += found
+    return PoolAnalysis(out, notes)
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -157,20 +278,24 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
 CORRECTIONS = {"holm": holm, "bh": benjamini_hochberg}
 
 
-def sign_flip_p_values(differences: np.ndarray, rng, n_resamples: int) -> np.ndarray:
+def sign_flip_p_values(differences: np.ndarray, rng, n_resamples: int, groups=None) -> np.ndarray:
     """Two-sided paired randomization test of mean difference 0, per column of (n_draws, k).
 
-    Exact (every sign pattern) when there are at most `n_resamples` patterns, as with the
+    Identical draws (`groups`: a label 0..g-1 per draw; default: every draw distinct) flip their
+    signs together, so the test's n is the number of distinct draws; with one, p = 1. Exact
+    (every sign pattern) when there are at most max(`n_resamples`, 1024) patterns, as with the
     paper's 8-10 draws; otherwise Monte Carlo with the usual +1 correction.
     """
     n = differences.shape[0]
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    g = n_groups(groups)
     observed = np.abs(differences.mean(axis=0))
-    if 2 ** n <= max(n_resamples, 1024):
-        patterns = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1) * 2.0 - 1.0
-        null = np.abs(patterns @ differences / n)
+    if 2 ** g <= max(n_resamples, 1024):
+        patterns = ((np.arange(2 ** g)[:, None] >> np.arange(g)) & 1) * 2.0 - 1.0
+        null = np.abs(patterns[:, groups] @ differences / n)
         return (null >= observed - 1e-12).mean(axis=0)
-    signs = rng.choice([-1.0, 1.0], size=(n_resamples, n, 1))
-    null = np.abs((signs * differences[None]).mean(axis=1))
+    signs = rng.choice([-1.0, 1.0], size=(n_resamples, g))[:, groups]
+    null = np.abs(signs @ differences / n)
     return (1 + (null >= observed - 1e-12).sum(axis=0)) / (n_resamples + 1)
 
 
@@ -179,41 +304,67 @@ def _wins(difference: np.ndarray) -> np.ndarray:
     return (difference > 0) + 0.5 * (difference == 0)
 
 
+def _by_r_resamples(difference, groups_by_r, rng, n_resamples: int, joint=None) -> list[np.ndarray]:
+    """Per r, (n_resamples, 2) bootstrap values of the mean difference and of P(A > B).
+
+    `joint`: (n_resamples, n_draws, max_runs) differences under the joint draws x examples
+    resamples; otherwise distinct draws are resampled (grouped_bootstrap_means).
+    """
+    if joint is not None:
+        return [np.stack([joint[:, :, r].mean(axis=1), _wins(joint[:, :, r]).mean(axis=1)], axis=1)
+                for r in range(joint.shape[2])]
+    return [grouped_bootstrap_means(np.stack([difference[:, r], _wins(difference[:, r])], axis=1), groups, rng,
+                                    n_resamples) for r, groups in enumerate(groups_by_r)]
+
+
 def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, n_resamples: int, level: float,
-                 seed: int, correction: str, resample: str = "draws") -> dict[str, list[dict]]:
+                 seed: int, correction: str, resample: str = "draws") -> PoolAnalysis:
     """Paired A - B per r (CI, P(A > B)), and per language at r = R with corrected p-values.
 
-    The per-r intervals resample draws, or with `resample='draws+examples'` draws and target
-    test examples jointly (ofa_eval.example_bootstrap), the same resamples for A and B.
+    The per-r intervals resample distinct draws, or with `resample='draws+examples'` draws and
+    target test examples jointly (ofa_eval.example_bootstrap), the same resamples for A and B.
     """
     rng = np.random.default_rng(seed)
     max_runs = pool_max_runs(pool, max_runs)
     _, curves = pair_curves(con, pool, [a, b], options, max_runs)
     (draws_a, score_a), (draws_b, score_b) = curves[a], curves[b]
     difference = score_a - score_b
+    groups_by_r = paired_draw_groups(draws_a, draws_b, max_runs)
+    joint = None
     if resample == "draws+examples":
         from ofa_eval.example_bootstrap import joint_cells
 
         cells = joint_cells(con, pool, curves, max_runs, n_resamples, seed)
-        resampled = cells[a] - cells[b]
-    else:
-        resampled = difference[bootstrap.paired_indices(difference.shape[0], n_resamples, rng)]
+        joint = cells[a] - cells[b]
     base = {"task": pool.task, "model": pool.model, "a": " ".join(a), "b": " ".join(b)}
     by_r = []
-    boot_means, boot_wins = resampled.mean(axis=1), _wins(resampled).mean(axis=1)  # (n_resamples, max_runs)
-    for r in range(max_runs):
-        mean = percentile_interval(difference[:, r].mean(), boot_means[:, r], level)
-        p_better = percentile_interval(_wins(difference[:, r]).mean(), boot_wins[:, r], level)
-        by_r.append({**base, "runs": r + 1, "difference": mean.value, "low": mean.low, "high": mean.high,
-                     "p_a_better": p_better.value, "p_low": p_better.low, "p_high": p_better.high})
+    for r, (groups, boot) in enumerate(zip(groups_by_r, _by_r_resamples(difference, groups_by_r, rng, n_resamples,
+                                                                        joint))):
+        mean = percentile_interval(difference[:, r].mean(), boot[:, 0], level)
+        p_better = percentile_interval(_wins(difference[:, r]).mean(), boot[:, 1], level)
+        by_r.append({**base, "runs": r + 1, "distinct_draws": n_groups(groups), "difference": mean.value,
+                     "low": mean.low, "high": mean.high, "p_a_better": p_better.value, "p_low": p_better.low,
+                     "p_high": p_better.high})
+    by_language = _language_tests(con, pool, (draws_a, a), (draws_b, b), groups_by_r[-1], base, rng, n_resamples,
+                                  correction, max_runs)
+    subject = f"{pool.task}/{pool.model} {base['a']} vs {base['b']}"
+    if joint is None:
+        notes = repeat_notes(subject, groups_by_r, "the intervals and tests", "the interval is a point and p = 1")
+    else:  # joint_cells resamples draws one by one
+        notes = repeat_notes(subject, groups_by_r, "the tests (not the joint draws x examples intervals)", "p = 1")
+    return PoolAnalysis({"by_r": by_r, "by_language": by_language}, notes)
+
+
+def _language_tests(con, pool: Pool, side_a, side_b, groups, base: dict, rng, n_resamples: int, correction: str,
+                    max_runs: int) -> list[dict]:
+    """Per target language at r = R: the mean difference and its corrected sign-flip p-value."""
     tables = language_scores(con, pool)
-    per_language = (per_language_at(pool, draws_a, *a, max_runs, tables)
-                    - per_language_at(pool, draws_b, *b, max_runs, tables))
+    per_language = (per_language_at(pool, side_a[0], *side_a[1], max_runs, tables)
+                    - per_language_at(pool, side_b[0], *side_b[1], max_runs, tables))
     keep = ~np.isnan(per_language).any(axis=0)
     languages = [lang for lang, k in zip(tables[2], keep) if k]
-    p_values = sign_flip_p_values(per_language[:, keep], rng, n_resamples)
+    p_values = sign_flip_p_values(per_language[:, keep], rng, n_resamples, groups)
     adjusted = CORRECTIONS[correction](p_values)
-    by_language = [{**base, "runs": max_runs, "language": lang, "difference": float(per_language[:, i].mean()),
-                    "p_value": float(p), f"p_{correction}": float(q)}
-                   for lang, i, p, q in zip(languages, np.flatnonzero(keep), p_values, adjusted)]
-    return {"by_r": by_r, "by_language": by_language}
+    return [{**base, "runs": max_runs, "distinct_draws": n_groups(groups), "language": lang,
+             "difference": float(per_language[:, i].mean()), "p_value": float(p), f"p_{correction}": float(q)}
+            for lang, i, p, q in zip(languages, np.flatnonzero(keep), p_values, adjusted)]

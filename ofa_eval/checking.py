@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import re
+import io
+import math
 from pathlib import Path
 
 from ofa_eval.errors import OfaError
 from ofa_eval.formatting import PROTOCOL_COLUMNS
-from ofa_eval.protocol import STRATEGIES, DrawOptions, compute_protocol, pools_in_store
+from ofa_eval.protocol import DrawOptions, compute_protocol, pools_in_store, registered
 from ofa_eval.store import connected
 
 DEFAULT_TOLERANCE = 0.1
@@ -16,24 +17,28 @@ DEFAULT_TOLERANCE = 0.1
 
 def _number(path, line, column, text, kind=float):
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise OfaError(f"{path}:{line}: column {column!r} is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise OfaError(f"{path}:{line}: column {column!r} is not finite: {text!r}")
+    return value
 
 
 def _valid_pair(strategy: str, variant: str) -> bool:
-    if strategy not in STRATEGIES:
-        return False
-    if strategy == "soup":
-        return re.fullmatch(r"top\d+", variant) is not None
-    return variant in STRATEGIES[strategy].variants
+    known = registered()
+    return strategy in known and known[strategy].accepts_variant(variant)
 
 
 def read_table(path: str) -> list[dict]:
     """Rows of a benchmark table, validated; raises OfaError naming the file and line."""
     if not Path(path).is_file():
         raise OfaError(f"{path}: file not found")
-    with open(path, newline="") as handle:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise OfaError(f"{path}: not a UTF-8 CSV file") from None
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in PROTOCOL_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

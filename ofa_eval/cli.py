@@ -6,18 +6,31 @@ import sys
 import click
 
 from ofa_eval.errors import OfaError
+from ofa_eval.extras import INSTALL_HINT, is_training_module
 
 DEFAULT_DB = "ofa-eval.duckdb"
 
 
 class OfaGroup(click.Group):
-    """Turns OfaError into a one-line message on stderr and exit code 2."""
+    """Turns OfaError, an operating-system error on a file (a folder that cannot be made, a full
+    disk, a permission), and a missing module of the training extra into a one-line message on
+    stderr and exit code 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except OfaError as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as error:
+            if not is_training_module(error):
+                raise
+            click.echo(f"error: ofa-eval {ctx.invoked_subcommand} needs the training extra: {INSTALL_HINT}", err=True)
+            sys.exit(2)
+        except OSError as error:
+            if error.filename is None:
+                raise
+            click.echo(f"error: {error.filename}: {error.strerror or error}", err=True)
             sys.exit(2)
 
 
@@ -31,9 +44,18 @@ class OfaGroup(click.Group):
     type=click.Path(dir_okay=False),
     help="The DuckDB store to use (also read from the OFA_EVAL_DB environment variable).",
 )
+@click.option(
+    "--task-module",
+    "task_modules",
+    multiple=True,
+    envvar="OFA_EVAL_TASK_MODULES",
+    type=click.Path(dir_okay=False),
+    help="A Python file defining task classes to register (docs/tasks.md); repeatable. Also read "
+    "from OFA_EVAL_TASK_MODULES (paths separated by ':').",
+)
 @click.version_option(package_name="ofa-eval")
 @click.pass_context
-def main(ctx, db_path):
+def main(ctx, db_path, task_modules):
     """ofa-eval: evaluate zero-shot cross-lingual transfer honestly.
 
     Import released results or ingest your own runs into a DuckDB store, then compare
@@ -49,13 +71,17 @@ def main(ctx, db_path):
     """
     ctx.ensure_object(dict)
     ctx.obj["db_path"] = os.fspath(db_path)
+    if task_modules:
+        from ofa_eval.tasks import load_task_modules
+
+        load_task_modules(task_modules)
 
 
 def _register_commands():
-    from ofa_eval.commands import average, pipeline, results, store_commands
+    from ofa_eval.commands import analyses, average, pipeline, results, store_commands, validate
     from producers import commands as producer_commands
 
-    for module in (store_commands, results, pipeline, average, producer_commands):
+    for module in (store_commands, results, analyses, pipeline, average, validate, producer_commands):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -25,7 +25,10 @@ import polars as pl
 
 from ofa_eval import bootstrap
 from ofa_eval.errors import OfaError
-from ofa_eval.protocol import Model, Pool, curve_models
+from ofa_eval.protocol.pool import Pool
+from ofa_eval.protocol.strategies import Model, curve_models
+from ofa_eval.tasks import get_task
+
 
 @dataclass(frozen=True)
 class LanguageStats:
@@ -114,8 +117,6 @@ def joint_cells(con, pool: Pool, curves: dict, max_runs: int, n_resamples: int, 
     Row b of every pair uses the same example resamples and the same resampled draws, so
     differences between pairs are paired cell by cell.
     """
-    from ofa_eval.metrics import get_metric
-
     cells = {pair: curve_models(pool, draws, *pair, max_runs) for pair, (draws, _) in curves.items()}
     subjects = list(dict.fromkeys(s for rows in cells.values() for row in rows for s in row))
     n_draws = {len(rows) for rows in cells.values()}
@@ -124,7 +125,7 @@ def joint_cells(con, pool: Pool, curves: dict, max_runs: int, n_resamples: int, 
                        "resample them in separate calls")
     languages = load_language_stats(con, pool, subjects)
     rng = np.random.default_rng(seed)
-    scores = subject_scores(get_metric(pool.task), languages, n_resamples, rng).T  # (n_resamples, n_subjects)
+    scores = subject_scores(get_task(pool.task).metric, languages, n_resamples, rng).T  # (n_resamples, n_subjects)
     draw_picks = bootstrap.paired_indices(n_draws.pop(), n_resamples, rng)
     index = {subject: i for i, subject in enumerate(subjects)}
     resample_rows = np.arange(n_resamples)[:, None, None]

@@ -4,6 +4,10 @@
 protocol rows: CSV and JSON stay long (one row per strategy, variant and r); the table,
 Markdown and LaTeX forms are wide, like the paper: one line per r, one "mean ± std" column per
 strategy/variant.
+
+Where every draw at some r holds the same runs (a row with `distinct_draws` 1), the wide forms
+print the mean with "(1 distinct draw)" instead of a std of 0 that reads like a finding. Columns
+in AS_WRITTEN are settings, not measurements: printed as written, never rounded.
 """
 
 from __future__ import annotations
@@ -14,14 +18,19 @@ import json
 import math
 
 PROTOCOL_COLUMNS = ("task", "model", "strategy", "variant", "runs", "mean", "std", "draws")
+OPTIONAL_PROTOCOL_COLUMNS = ("distinct_draws", "ci_low", "ci_high")  # in CSV/JSON where the rows have them
+AS_WRITTEN = frozenset({"learning_rate"})  # 1e-05 stays 1e-05: shortest repr that round-trips
+SINGLE_DRAW = "(1 distinct draw)"
 
 
-def _cell(value, digits: int | None = None) -> str:
+def _cell(value, digits: int | None = None, column: str | None = None) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
         if math.isnan(value):
             return ""
+        if column in AS_WRITTEN:
+            return repr(value)
         return f"{value:.{digits}f}" if digits is not None else repr(round(value, 6))
     return str(value)
 
@@ -34,9 +43,9 @@ def render_rows(rows: list[dict], columns: list[str], fmt: str, digits: int | No
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_cell(row.get(c)) for c in columns])
+            writer.writerow([_cell(row.get(c), column=c) for c in columns])
         return buffer.getvalue().rstrip("\n")
-    cells = [[_cell(row.get(c), digits) for c in columns] for row in rows]
+    cells = [[_cell(row.get(c), digits, c) for c in columns] for row in rows]
     return _grid(list(columns), cells, fmt)
 
 
@@ -70,7 +79,7 @@ def _latex_escape(text: str) -> str:
 
 def render_protocol(rows: list[dict], fmt: str) -> str:
     if fmt in ("csv", "json"):
-        extra = [c for c in ("ci_low", "ci_high") if rows and c in rows[0]]
+        extra = [c for c in OPTIONAL_PROTOCOL_COLUMNS if any(c in row for row in rows)]
         return render_rows(rows, list(PROTOCOL_COLUMNS) + extra, fmt)
     blocks = []
     for (task, model), group in _group(rows, ("task", "model")).items():
@@ -91,8 +100,12 @@ def render_protocol(rows: list[dict], fmt: str) -> str:
 def _mean_std(row: dict | None) -> str:
     if row is None:
         return ""
+    single = row.get("distinct_draws") == 1
     if "ci_low" in row:
-        return f"{row['mean']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
+        interval = f"{row['mean']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
+        return f"{interval} {SINGLE_DRAW}" if single else interval
+    if single:
+        return f"{row['mean']:.1f} {SINGLE_DRAW}"
     if row["std"] is None:
         return f"{row['mean']:.1f}"
     return f"{row['mean']:.1f} ± {row['std']:.1f}"

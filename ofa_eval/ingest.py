@@ -27,13 +27,13 @@ import polars as pl
 from ofa_eval.errors import OfaError
 from ofa_eval.keys import examples_key, file_sha256
 from ofa_eval.parquet import read_parquet
+from ofa_eval.run_format import FORMAT_VERSION, MANIFEST, prediction_file
 from ofa_eval.store import ensure_eval_set, ensure_task, transaction
+from ofa_eval.tasks import get_task
+from ofa_eval.validation import check_run, check_run_folders, conflicts_with_store
 
-FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "state", "task", "model", "learning_rate", "batch_size", "seed",
                  "snapshots", "eval_sets")
-PREDICTION_COLUMNS = {"nli": "label", "qa": "answer", "ner": "tags"}
-GOLD_COLUMNS = {"nli": "label", "qa": "answers", "ner": "tags"}
 
 
 @dataclass
@@ -80,17 +80,11 @@ def read_manifest(run_dir: Path) -> dict:
 
 
 def check_safetensors(path: Path, expected_bytes: int | None) -> None:
-    """A cheap integrity check: the header parses and the data fits the file."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            header_length = struct.unpack("<Q", handle.read(8))[0]
-            header = json.loads(handle.read(header_length))
-    except (OSError, struct.error, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise OfaError(f"{path}: not a readable safetensors file ({error})") from None
-    ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
-    if 8 + header_length + max(ends, default=0) > size:
-        raise OfaError(f"{path}: truncated safetensors file ({size} bytes)")
+    """A cheap integrity check: the header is well formed and every tensor's bytes lie inside the file."""
+    from ofa_eval.safetensors_file import read_header
+
+    read_header(path)
+    size = path.stat().st_size
     if expected_bytes is not None and expected_bytes != size:
         raise OfaError(f"{path}: {size} bytes, the manifest says {expected_bytes}")
 
@@ -98,10 +92,6 @@ def check_safetensors(path: Path, expected_bytes: int | None) -> None:
 def _subjects(manifest: dict) -> list[str]:
     subjects = [f"snapshot-{s['index']:02d}" for s in manifest["snapshots"]]
     return subjects + (["ca"] if manifest.get("ca") is not None else [])
-
-
-def prediction_file(dataset: str, language: str, split: str) -> str:
-    return f"{dataset}__{language}__{split}.parquet"
 
 
 def is_target_test(eval_set: dict) -> bool:
@@ -123,20 +113,20 @@ def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predicti
     Sets are keyed (dataset, language, split); example statistics are kept for target-language
     test sets only, the sets the protocol's bootstrap resamples.
     """
-    from ofa_eval.metrics import get_metric
-
-    metric = get_metric(task)
+    definition = get_task(task)
+    metric, gold_column = definition.metric, definition.gold_column
+    # the join renames the prediction column when the gold table has one of the same name
+    joined_column = definition.prediction_column + ("_pred" if definition.prediction_column == gold_column else "")
     scores, example_stats = {}, {}
     for eval_set in eval_sets:
         key = (eval_set["dataset"], eval_set["language"], eval_set["split"])
-        gold = read_parquet(gold_dir / eval_set["gold"], ("example_id", GOLD_COLUMNS[task]))
+        gold = read_parquet(gold_dir / eval_set["gold"], ("example_id", gold_column))
         path = predictions_dir / prediction_file(*key)
-        predictions = read_parquet(path, ("example_id", PREDICTION_COLUMNS[task]))
+        predictions = read_parquet(path, ("example_id", definition.prediction_column))
         joined = gold.join(predictions, on="example_id", how="left", suffix="_pred").sort("example_id")
-        prediction_column = PREDICTION_COLUMNS[task] + ("_pred" if task != "qa" else "")
-        if joined[prediction_column].null_count():
-            raise OfaError(f"{path}: no prediction for {joined[prediction_column].null_count()} gold example(s)")
-        stats = metric.example_stats(joined[GOLD_COLUMNS[task]].to_list(), joined[prediction_column].to_list())
+        if joined[joined_column].null_count():
+            raise OfaError(f"{path}: no prediction for {joined[joined_column].null_count()} gold example(s)")
+        stats = metric.example_stats(joined[gold_column].to_list(), joined[joined_column].to_list())
         values = metric.aggregate(stats)
         scores[key] = {name: float(values[name]) for name in metric.names}
         if is_target_test(eval_set):
@@ -146,13 +136,13 @@ def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predicti
 
 def score_run(run_dir: Path) -> ScoredRun:
     """Read, check and score one complete run folder."""
-    from ofa_eval.metrics import get_metric
-
     manifest = read_manifest(run_dir)
     task = manifest["task"]
-    if task not in PREDICTION_COLUMNS:
-        raise OfaError(f"{run_dir / 'manifest.json'}: unknown task {task!r}")
-    run = ScoredRun(run_dir, manifest, get_metric(task).name, _checked_snapshots(run_dir, manifest))
+    try:
+        metric_name = get_task(task).primary_metric
+    except OfaError as error:
+        raise OfaError(f"{run_dir / MANIFEST}: {error}") from None
+    run = ScoredRun(run_dir, manifest, metric_name, _checked_snapshots(run_dir, manifest))
     for subject in _subjects(manifest):
         scores, example_stats = score_predictions(task, run_dir, manifest["eval_sets"],
                                                   run_dir / "predictions" / subject)
@@ -246,14 +236,18 @@ def ingest(con, root: Path, progress: bool = False) -> IngestSummary:
     """Ingest every complete, not yet ingested run under `root` in one transaction."""
     summary = IngestSummary()
     pending = []
-    for run_dir in find_runs(root):
+    for run_dir in check_run_folders(root):
         manifest = read_manifest(run_dir)
         name = manifest.get("run_name") or run_dir.name
+        conflict = conflicts_with_store(con, manifest, run_dir)
+        if conflict:
+            raise OfaError(conflict)
         if manifest["state"] != "complete":
             summary.incomplete.append(name)
         elif _is_ingested(con, manifest, name):
             summary.already.append(name)
         else:
+            check_run(run_dir)
             pending.append(run_dir)
     scored = [score_run(run_dir) for run_dir in _progress(pending, progress, "scoring runs")]
     with transaction(con):

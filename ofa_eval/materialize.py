@@ -3,7 +3,8 @@
 - plan: for every draw and r, the member set of each averaging strategy; those whose member
   key (the content hashes of the averaged weight files) has no scores in the store are needed.
 - materialize: average the members' weights (streamed, `ofa_eval.averaging`), predict on every
-  evaluation set with the task's own code (`producers.predict`), and write an averaged-model
+  evaluation set with a predictor the caller hands in (the command layer passes the producers'
+  `predict_with_weights`: the engine never imports the producers), and write an averaged-model
   folder (`averages/<key>/`: `average.json`, `model.safetensors`, `predictions/*.parquet`).
   Workers write only their folder; this module never touches the store while they run.
 - ingest: score the folders' predictions and record the averaged models, their ordered
@@ -25,12 +26,19 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ofa_eval.errors import OfaError
 from ofa_eval.keys import member_key
-from ofa_eval.protocol import DrawOptions, Pool, averaging_recipe, greedy_soup, load_pool, pool_max_runs
+from ofa_eval.protocol import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
+                               pools_in_store)
+from ofa_eval.run_format import (AVERAGE_MANIFEST, AVERAGE_WEIGHTS, CA_SUBJECT, FORMAT_VERSION, MANIFEST,
+                                 PREDICTIONS, predictions_folder, snapshot_subject)
+from ofa_eval.tempfiles import remove_orphans, temporary_path
 
-FORMAT_VERSION = 1
+
+# predictor(run folder, weights file, output folder): writes one prediction table per evaluation set
+Predictor = Callable[[Path, Path, Path], object]
 
 
 @dataclass(frozen=True)
@@ -58,57 +66,39 @@ def plan_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int) -> li
     max_runs = pool_max_runs(pool, max_runs)
     paths = dict(con.execute("SELECT run_id, path FROM run_table WHERE task=? AND model=?",
                              [pool.task, pool.model]).fetchall())
-    for strategy, variant in pairs:
-        recipe = averaging_recipe(strategy, variant)
+    for name, variant in pairs:
+        strategy = get_strategy(name)
+        recipe = strategy.recipe(variant)
         if recipe is None:
             continue
         draws = options.draws_for(con, pool, max_runs, recipe)
         for runs in draws.runs:
             for r in range(1, max_runs + 1):
-                members = _members_needed(pool, strategy, variant, runs[:r])
+                members = strategy.members_needed(pool, variant, runs[:r])
                 plan = None if members is None else _plan(pool, recipe, members, paths)
                 if plan is not None and (recipe, plan.key) not in pool.averages:
                     plans.setdefault((recipe, plan.key), plan)
     return list(plans.values())
 
 
-def _members_needed(pool: Pool, strategy: str, variant: str, runs: list[int]) -> tuple[int, ...] | None:
-    """The runs of the averaged model a cell needs: the first r runs, or for a greedy soup the
-    next candidate its path needs (None once the path is complete: then nothing is missing)."""
-    if strategy != "greedy-soup":
-        return tuple(runs)
-    needs = greedy_soup(pool, variant, list(runs)).needs
-    return None if needs is None else tuple(needs)
-
-
 def _plan(pool: Pool, recipe: str, run_ids: tuple[int, ...], paths: dict) -> AveragePlan | None:
     if any(run_id in pool.released for run_id in run_ids):
         return None  # released results come with their averaged models' scores, and no weights
-    hashes = pool.member_identities(recipe, list(run_ids))
-    if hashes is None:
+    members = pool.averaged_members(recipe, list(run_ids))
+    if members is None:
         names = ", ".join(pool.external_id[r] for r in run_ids)
-        raise OfaError(f"{pool.task}/{pool.model}: the {recipe} weights of runs [{names}] were not kept, "
+        raise OfaError(f"{pool.name}: the {recipe} weights of runs [{names}] were not kept, "
                        "so their average cannot be made")
-    return AveragePlan(pool.task, pool.model, recipe, run_ids, _member_runs(pool, run_ids, hashes),
-                       tuple(pool.weight_paths[h] for h in hashes), tuple(hashes), member_key(hashes),
-                       paths[run_ids[0]])
-
-
-def _member_runs(pool: Pool, run_ids: tuple[int, ...], hashes: list[str]) -> tuple[int, ...]:
-    owner: dict[str, int] = {}
-    for run_id in run_ids:
-        files = [sha for *_, sha in pool.snapshot_ranking.get(run_id, [])]
-        files += [by_run[run_id] for by_run in pool.variant_weights.values() if run_id in by_run]
-        for sha in files:
-            owner.setdefault(sha, run_id)
-    return tuple(owner[h] for h in hashes)
+    return AveragePlan(pool.task, pool.model, recipe, run_ids, members.runs, members.files, members.hashes,
+                       members.key, paths[run_ids[0]])
 
 
 def plan(con, pools, pairs, options: DrawOptions, max_runs: int) -> list[AveragePlan]:
     return [p for task, model in pools for p in plan_pool(con, load_pool(con, task, model), pairs, options, max_runs)]
 
 
-def make_average(plan: AveragePlan, out_root: Path, predictor=None, reuse_member_predictions: bool = True) -> Path:
+def make_average(plan: AveragePlan, out_root: Path, predictor: Predictor,
+                 reuse_member_predictions: bool = True) -> Path:
     """Average, predict and write one averaged-model folder; reuses a complete one.
 
     The average of one model is that model (fp32 accumulation divides by one exactly), so a
@@ -116,57 +106,90 @@ def make_average(plan: AveragePlan, out_root: Path, predictor=None, reuse_member
     averaging and predicting again (`tests/test_end_to_end.py` checks that both agree).
     """
     folder = Path(out_root) / plan.folder_name
-    manifest_path = folder / "average.json"
+    manifest_path = folder / AVERAGE_MANIFEST
     if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("state") == "complete":
         return folder
     folder.mkdir(parents=True, exist_ok=True)
+    remove_orphans(folder)
     own = _member_predictions(plan) if reuse_member_predictions else None
     if own is not None:
-        shutil.copytree(own, folder / "predictions", dirs_exist_ok=True)
+        shutil.copytree(own, folder / PREDICTIONS, dirs_exist_ok=True)
         weights = str(Path(plan.member_files[0]).resolve())
     else:
         _average_and_predict(plan, folder, predictor)
-        weights = "model.safetensors"
+        weights = AVERAGE_WEIGHTS
     manifest = {"format_version": FORMAT_VERSION, "state": "complete", "task": plan.task, "model": plan.model,
                 "recipe": plan.recipe, "member_key": plan.key, "reference_run": plan.reference_run,
                 "weights": weights,
                 "runs": list(plan.run_ids),
                 "members": [{"run_id": r, "weights": f, "sha256": h}
                             for r, f, h in zip(plan.member_runs, plan.member_files, plan.member_hashes)]}
-    temporary = manifest_path.with_suffix(".json.tmp")
+    temporary = temporary_path(manifest_path)
     temporary.write_text(json.dumps(manifest, indent=1))
     os.replace(temporary, manifest_path)
     return folder
 
 
-def make_averages_here(plans: list[AveragePlan], out_root: Path) -> list[Path]:
+def make_averages_here(plans: list[AveragePlan], out_root: Path, predictor: Predictor) -> list[Path]:
     """Make the plans' folders in this process, one after another, with a progress bar."""
     from tqdm import tqdm
 
-    return [make_average(p, out_root) for p in tqdm(plans, desc="materializing averaged models", unit="model")]
+    return [make_average(p, out_root, predictor)
+            for p in tqdm(plans, desc="materializing averaged models", unit="model")]
 
 
-def make_averages_with(executor, plans: list[AveragePlan], out_root: Path) -> list[Path]:
-    """Make the plans' folders as one submitit job array (SLURM, or the local executor in tests)
-    and wait for them; a failed job raises with its log's tail."""
-    from tqdm import tqdm
+def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predictor: Predictor, wait: bool = True,
+                       timeout_min: float | None = None, progress: bool = True) -> list[Path]:
+    """Make the plans' folders as one submitit job array (SLURM, or the local executor in tests).
 
-    executor.update_parameters(name="ofa-eval-materialize")
-    with executor.batch():
-        jobs = [executor.submit(make_average, p, str(out_root)) for p in plans]
-    print(f"submitted {len(jobs)} materialization job(s): {' '.join(str(j.job_id) for j in jobs[:5])}"
-          + (" ..." if len(jobs) > 5 else ""), file=sys.stderr)
-    return [Path(job.result()) for job in tqdm(jobs, desc="waiting for averaged models", unit="model")]
+    Folders already complete are not submitted again. On SLURM only plans that are neither
+    complete nor queued or running (`<executor folder>/jobs.json`, squeue) are submitted, and
+    the jobs are awaited (unless `wait` is false) until each finished or failed, or for
+    `timeout_min`. Returns the folders when all are complete; otherwise raises
+    `ofa_eval.jobs.Unfinished`, whose `finished` the caller ingests.
+    """
+    from ofa_eval.jobs import Outcome, Record, Unfinished, resume_hint, still_queued, submit_array, wait_for
+
+    out_root = Path(out_root)
+    names = [p.folder_name for p in plans]
+
+    def is_done(name: str) -> bool:
+        manifest = out_root / name / AVERAGE_MANIFEST
+        return manifest.is_file() and json.loads(manifest.read_text()).get("state") == "complete"
+
+    if getattr(executor, "cluster", None) != "slurm":  # submitit's local executor: no queue to ask
+        executor.update_parameters(name="ofa-eval-materialize")
+        with executor.batch():
+            jobs = [executor.submit(make_average, p, str(out_root), predictor)
+                    for p in plans if not is_done(p.folder_name)]
+        for job in jobs:
+            job.result()
+        return [out_root / name for name in names]
+    record = Record(executor.folder)
+    with record.locked():
+        jobs = record.load()
+        queued = still_queued(jobs, names, is_done)
+        submitted = submit_array(executor, "ofa-eval-materialize",
+                                 [(p.folder_name, make_average, (p, str(out_root), predictor))
+                                  for p in plans if not is_done(p.folder_name) and p.folder_name not in queued])
+        record.save({**jobs, **{job.name: job for job in submitted}})
+    print(f"submitted {len(submitted)} materialization job(s), {len(queued)} already queued or running; "
+          f"{sum(map(is_done, names))} of {len(names)} averaged model(s) already made", file=sys.stderr)
+    waiting = submitted + list(queued.values())
+    outcome = wait_for(waiting, is_done, "waiting for averaged models", timeout_min, progress) if wait else Outcome(
+        waiting=waiting)
+    finished = [out_root / name for name in names if is_done(name)]
+    if len(finished) < len(names):
+        raise Unfinished(executor.folder, outcome, finished, resume_hint())
+    return finished
 
 
-def _average_and_predict(plan: AveragePlan, folder: Path, predictor) -> None:
+def _average_and_predict(plan: AveragePlan, folder: Path, predictor: Predictor) -> None:
     from ofa_eval.averaging import average_checkpoints
 
-    weights = folder / "model.safetensors"
+    weights = folder / AVERAGE_WEIGHTS
     average_checkpoints([Path(p) for p in plan.member_files], weights)
-    if predictor is None:
-        from producers.predict import predict_with_weights as predictor
-    predictor(Path(plan.reference_run), weights, folder / "predictions")
+    predictor(Path(plan.reference_run), weights, folder / PREDICTIONS)
 
 
 def _member_predictions(plan: AveragePlan) -> Path | None:
@@ -174,13 +197,13 @@ def _member_predictions(plan: AveragePlan) -> Path | None:
     if len(plan.member_files) != 1:
         return None
     run_dir = Path(plan.reference_run)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    subjects = {(run_dir / s["weights"]).resolve(): f"snapshot-{s['index']:02d}"
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    subjects = {(run_dir / s["weights"]).resolve(): snapshot_subject(s["index"])
                 for s in manifest["snapshots"] if s.get("weights")}
     if (manifest.get("ca") or {}).get("weights"):
-        subjects[(run_dir / manifest["ca"]["weights"]).resolve()] = "ca"
+        subjects[(run_dir / manifest["ca"]["weights"]).resolve()] = CA_SUBJECT
     subject = subjects.get(Path(plan.member_files[0]).resolve())
-    folder = run_dir / "predictions" / subject if subject else None
+    folder = run_dir / predictions_folder(subject) if subject else None
     return folder if folder is not None and folder.is_dir() else None
 
 
@@ -191,11 +214,11 @@ def ingest_averages(con, folders: list[Path]) -> int:
 
     scored = []
     for folder in folders:
-        manifest = json.loads((folder / "average.json").read_text())
+        manifest = json.loads((folder / AVERAGE_MANIFEST).read_text())
         reference = Path(manifest["reference_run"])
         run_manifest = read_manifest(reference)
         scores, example_stats = score_predictions(manifest["task"], reference, run_manifest["eval_sets"],
-                                                  folder / "predictions")
+                                                  folder / PREDICTIONS)
         scored.append((folder, manifest, run_manifest["eval_sets"], scores, example_stats))
     with transaction(con):
         for scored_average in scored:
@@ -229,3 +252,35 @@ def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, exampl
             stat_rows += example_stat_rows((None, None, average_id), eval_set_id, example_stats[key])
     con.executemany("INSERT INTO score_table (average_id, eval_set_id, metric, value) VALUES (?, ?, ?, ?)", rows)
     insert_example_stats(con, stat_rows)
+
+
+# maker(plans, root): makes the plans' averaged-model folders under root and returns them
+Maker = Callable[[list[AveragePlan], Path], list[Path]]
+
+
+def averages_root(db_path, out) -> Path:
+    """Where averaged-model folders go: `out`, else averages/ beside the store."""
+    return Path(out) if out else Path(db_path).resolve().parent / "averages"
+
+
+def materialize_missing(db_path, tasks, models, pairs, options: DrawOptions, max_runs: int | None, root: Path,
+                        maker: Maker) -> int:
+    """Plan with the store open, make the averages with it closed, then ingest; repeat until
+    nothing is missing (greedy soups learn their next candidates from the last round's scores).
+    Returns the number of averaged models ingested."""
+    from ofa_eval.store import connected
+
+    made, seen = 0, set()
+    for _ in range(max_runs or DEFAULT_MAX_RUNS):  # a greedy path takes at most R - 1 rounds
+        with connected(db_path, must_exist=True) as con:
+            plans = plan(con, pools_in_store(con, tasks, models), pairs, options, max_runs)
+        if not plans:
+            break
+        keys = {(p.task, p.model, p.recipe, p.key) for p in plans}
+        if keys & seen:
+            raise OfaError(f"{root}: averaged models were made but the store still lacks them")
+        seen |= keys
+        folders = maker(plans, root)
+        with connected(db_path) as con:
+            made += ingest_averages(con, folders)
+    return made

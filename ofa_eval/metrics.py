@@ -23,8 +23,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ofa_eval.errors import OfaError
-
 Stats = dict[str, np.ndarray]
 Scores = dict[str, "np.ndarray | float"]
 
@@ -261,21 +259,3 @@ def drop_entity_types(tag_sequences: Iterable[Sequence[str]], types: set[str]) -
 def _drop_tag(tag: str, types: set[str]) -> str:
     prefix, entity_type = _parse_tag(tag)
     return "O" if prefix != "O" and entity_type in types else tag
-
-
-# --- registry --------------------------------------------------------------------------------
-
-METRICS: dict[str, Metric] = {
-    "nli": AccuracyMetric(),
-    "qa": SquadMetric(),
-    "ner": EntityF1Metric(),
-}
-
-
-def get_metric(task: str) -> Metric:
-    """The metric of a task ("nli", "qa" or "ner")."""
-    try:
-        return METRICS[task]
-    except KeyError:
-        known = ", ".join(sorted(METRICS))
-        raise OfaError(f"unknown task {task!r} (known: {known})") from None

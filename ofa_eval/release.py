@@ -1,10 +1,12 @@
 """Import of the paper's released results (ofa-xlt) into the store.
 
-The release has, per task, a `*_zs` file (one row per training run, wide score columns) and a
-`*_ra` file (one row per averaged model of the accumulative protocol, with the run ids that were
-averaged). Its quirks are handled here and nowhere else: the mangled `ydiqa_` prefix, string
-sampling seeds and run counts, and scores stored as fractions for NLI and NER but percent for
-TyDiQA (the store always holds percent).
+The release comes as the authors published it (pickled pandas DataFrames in `analysis/pickles/`
+of their repository, read by `release_pickles`) or as Parquet copies of the same tables. It has,
+per task, a `*_zs` file (one row per training run, wide score columns) and a `*_ra` file (one
+row per averaged model of the accumulative protocol, with the run ids that were averaged). Its
+quirks are handled here and nowhere else: the mangled `ydiqa_` prefix, string sampling seeds and
+run counts, and scores stored as fractions for NLI and NER but percent for TyDiQA (the store
+always holds percent).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import polars as pl
 from ofa_eval.errors import OfaError
 from ofa_eval.parquet import read_parquet
 from ofa_eval.keys import member_key
+from ofa_eval.release_pickles import read_pickled_frame
 from ofa_eval.store import ensure_eval_set, ensure_task, transaction
 
 ORIGIN = "ofa-xlt"
@@ -33,8 +36,8 @@ DATASET_ALIASES = {"ydiqa": "tydiqa"}
 @dataclass(frozen=True)
 class ReleaseTask:
     task: str
-    runs_file: str
-    averages_file: str
+    runs_name: str  # file name without its suffix (.parquet or .pkl)
+    averages_name: str
     metric: str
     source_dataset: str
     target_datasets: tuple[str, ...]
@@ -42,9 +45,9 @@ class ReleaseTask:
 
 
 RELEASE_TASKS = (
-    ReleaseTask("nli", "nli_zs.parquet", "nli_ra.parquet", "accuracy", "xnli", ("xnli", "indicxnli"), True),
-    ReleaseTask("tydiqa", "tydiqa_zs.parquet", "tyqa_ra.parquet", "f1", "tydiqa", ("tydiqa",), False),
-    ReleaseTask("ner", "ner_zs.parquet", "ner_ra.parquet", "f1", "wikiann",
+    ReleaseTask("nli", "nli_zs", "nli_ra", "accuracy", "xnli", ("xnli", "indicxnli"), True),
+    ReleaseTask("tydiqa", "tydiqa_zs", "tyqa_ra", "f1", "tydiqa", ("tydiqa",), False),
+    ReleaseTask("ner", "ner_zs", "ner_ra", "f1", "wikiann",
                 ("wikiann", "masakhaner", "masakhaner2"), True),
 )
 
@@ -110,8 +113,10 @@ def _role(spec: ReleaseTask, dataset: str, language: str) -> str:
 class _Importer:
     """Imports one task's pair of files inside the caller's transaction."""
 
-    def __init__(self, con, spec: ReleaseTask, directory: Path):
-        self.con, self.spec, self.directory = con, spec, directory
+    def __init__(self, con, spec: ReleaseTask, directory: Path, suffix: str):
+        self.con, self.spec = con, spec
+        self.runs_path = directory / (spec.runs_name + suffix)
+        self.averages_path = directory / (spec.averages_name + suffix)
         self.eval_sets: dict[tuple[str, str, str], int] = {}
 
     def eval_set(self, dataset: str, language: str, split: str) -> int:
@@ -123,14 +128,12 @@ class _Importer:
 
     def run(self) -> ImportSummary:
         ensure_task(self.con, self.spec.task, self.spec.metric)
-        runs_path = self.directory / self.spec.runs_file
-        averages_path = self.directory / self.spec.averages_file
-        runs = read_parquet(runs_path, RUN_COLUMNS + tuple(SOURCE_DEV_COLUMNS) + (TARGET_DEV_COLUMN,))
-        averages = read_parquet(averages_path, AVERAGE_COLUMNS)
-        new_run_ids, run_ids = self.insert_runs(runs, runs_path)
-        scores = self.insert_run_scores(runs.filter(pl.col("id").is_in(list(new_run_ids))), runs_path)
-        averages_added, average_scores = self.insert_averages(averages, run_ids, averages_path)
-        draws = self.insert_draws(averages, run_ids, averages_path)
+        runs = _read_table(self.runs_path, RUN_COLUMNS + tuple(SOURCE_DEV_COLUMNS) + (TARGET_DEV_COLUMN,))
+        averages = _read_table(self.averages_path, AVERAGE_COLUMNS)
+        new_run_ids, run_ids = self.insert_runs(runs, self.runs_path)
+        scores = self.insert_run_scores(runs.filter(pl.col("id").is_in(list(new_run_ids))), self.runs_path)
+        averages_added, average_scores = self.insert_averages(averages, run_ids, self.averages_path)
+        draws = self.insert_draws(averages, run_ids, self.averages_path)
         return ImportSummary(self.spec.task, len(new_run_ids), averages_added, scores + average_scores, draws)
 
     def insert_runs(self, runs: pl.DataFrame, path: Path):
@@ -166,7 +169,7 @@ class _Importer:
         runs = _scale(runs, value_columns, self.spec, path)
         long = runs.unpivot(index="id", on=list(parsed) + list(SOURCE_DEV_COLUMNS), variable_name="column")
         keys = []
-        for column in long["column"].unique().to_list():
+        for column in long["column"].unique(maintain_order=True).to_list():
             if column in SOURCE_DEV_COLUMNS:
                 dataset, language, split, metric, variant = (
                     self.spec.source_dataset, "en", "validation", self.spec.metric, SOURCE_DEV_COLUMNS[column])
@@ -253,7 +256,7 @@ class _Importer:
             raise OfaError(f"{path}: {error}") from None
         for ids, n in averages.select("ids", "num_models").iter_rows():
             if len(ids) != n or any(i not in run_ids for i in ids):
-                raise OfaError(f"{path}: an averaged model (r={n}) lists ids that are not runs of {self.spec.runs_file}")
+                raise OfaError(f"{path}: an averaged model (r={n}) lists ids that are not runs of {self.runs_path.name}")
         keys = [member_key(ids) for ids in averages["ids"].to_list()]
         return averages.with_columns(pl.Series("recipe", recipes), pl.Series("member_key", keys))
 
@@ -299,10 +302,31 @@ def _nested_order(id_lists: list[list[str]], path: Path, model: str, seed: str) 
     return longest
 
 
+def _read_table(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    return read_pickled_frame(path, required) if path.suffix == ".pkl" else read_parquet(path, required)
+
+
+def release_files(directory: Path) -> tuple[Path, str]:
+    """The folder holding the release's six files, and their suffix.
+
+    The Parquet copies where `directory` has any of them; else the authors' pickles in a clone
+    of their repository (`analysis/pickles/`) or in `directory` itself.
+    """
+    names = [name for spec in RELEASE_TASKS for name in (spec.runs_name, spec.averages_name)]
+    if any((directory / f"{name}.parquet").exists() for name in names):
+        return directory, ".parquet"
+    for folder in (directory / "analysis" / "pickles", directory):
+        if any((folder / f"{name}.pkl").exists() for name in names):
+            return folder, ".pkl"
+    raise OfaError(f"{directory / names[0]}.parquet: file not found (nor the authors' pickles, "
+                   f"{names[0]}.pkl, here or in analysis/pickles/)")
+
+
 def import_release(con, directory: Path) -> list[ImportSummary]:
     """Import all six release files in one transaction; the store is unchanged on any error."""
     directory = Path(directory)
     if not directory.is_dir():
         raise OfaError(f"{directory}: not a directory")
+    folder, suffix = release_files(directory)
     with transaction(con):
-        return [_Importer(con, spec, directory).run() for spec in RELEASE_TASKS]
+        return [_Importer(con, spec, folder, suffix).run() for spec in RELEASE_TASKS]

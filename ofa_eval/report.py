@@ -1,14 +1,20 @@
 """`ofa-eval report`: a Markdown and HTML report with the paper-style tables and figures.
 
-For every (task, model): the protocol table (mean ± std over draws), a figure of score against
-r with bootstrap confidence bands for every strategy, the per-language gain of accumulative CA
-averaging over Max SRC-DEV (SRC-DEV variant) at r = R, and the runs' source-language validation
-score against their mean target test score with its correlation. Figures are PNG and SVG.
+For every (task, model): what was evaluated (source language and target languages with their
+evaluation-set sizes, configurations, seeds, draws), the protocol table (mean ± std over draws),
+a figure of score against r with bootstrap confidence bands for every strategy, the
+per-language gain of accumulative CA averaging over Max SRC-DEV (SRC-DEV variant) at r = R, and
+the runs' source-language validation score against their mean target test score with its
+correlation. Figures are PNG and SVG (the SVG keeps its text as text).
 """
 
 from __future__ import annotations
 
+import functools
 import html
+import math
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +23,104 @@ from ofa_eval import bootstrap
 from ofa_eval.analysis import language_scores, per_language_at
 from ofa_eval.correlation import pearson, spearman
 from ofa_eval.formatting import render_protocol
-from ofa_eval.protocol import DrawOptions, Pool, load_pool, pair_curves, pool_max_runs, protocol_rows
+from ofa_eval.protocol import DrawOptions, Pool, get_strategy, load_pool, pair_curves, pool_max_runs, protocol_rows
 
-COLORS = {"max-src-dev": "tab:blue", "max-trg-dev": "tab:green", "accumulative": "tab:red", "soup": "tab:purple"}
-STYLES = {"last": ":", "src-dev": "--", "ca": "-", "trg-dev": "-", "top": "-."}
+LINE_STYLES = {"last": ":", "src-dev": "--", "ca": "-", "trg-dev": "-", "top": "-."}
+FILL_STYLES = {"last": "none", "src-dev": "left"}  # hollow LAST and half-filled SRC-DEV markers; others full
+STEP, SPREAD = 0.05, 0.3  # curves sit side by side, STEP apart and within r ± SPREAD / 2, so equal values show
+FONTS = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 10, "ytick.labelsize": 10,
+         "legend.fontsize": 9, "svg.fonttype": "none"}
+
+
+@dataclass(frozen=True)
+class EvalSetInfo:
+    name: str  # dataset/language
+    n_examples: int | None
+
+    @property
+    def size(self) -> str:
+        return "size not recorded" if self.n_examples is None else f"{self.n_examples} examples"
+
+    def sized(self) -> str:
+        return f"{self.name} ({self.size})"
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    """What a reader needs to know about a pool before its numbers."""
+
+    metric: str
+    sources: list[EvalSetInfo]  # source-language validation sets
+    targets: list[EvalSetInfo]  # target-language test sets
+    seeds: dict[tuple[float, int], list[int]]  # (learning rate, batch size) -> seeds
+
+    @property
+    def source(self) -> str:
+        return ", ".join(s.name for s in self.sources) or "not in the store"
+
+    @property
+    def source_validation(self) -> str:
+        """How text and figures name what selection ranks runs by."""
+        return f"source-language validation ({self.source})"
+
+
+_EVAL_SETS_SQL = """
+SELECT DISTINCT e.role, e.dataset || '/' || e.language AS name, e.n_examples
+FROM score_table sc JOIN run_table r USING (run_id) JOIN eval_set_table e USING (eval_set_id)
+WHERE r.task = ? AND r.model = ?
+  AND ((e.role = 'source' AND e.split = 'validation') OR (e.role = 'target' AND e.split = 'test'))
+ORDER BY name
+"""
+
+
+def pool_facts(con, pool: Pool) -> PoolFacts:
+    args = [pool.task, pool.model]
+    sets = con.execute(_EVAL_SETS_SQL, args).fetchall()
+    seeds: dict[tuple[float, int], list[int]] = {}
+    runs = "SELECT learning_rate, batch_size, seed FROM run_table WHERE task = ? AND model = ? ORDER BY ALL"
+    for lr, bs, seed in con.execute(runs, args).fetchall():
+        seeds.setdefault((lr, bs), []).append(seed)
+    (metric,) = con.execute("SELECT metric FROM task_table WHERE task = ?", [pool.task]).fetchone() or ("?",)
+    return PoolFacts(metric, [EvalSetInfo(n, size) for role, n, size in sets if role == "source"],
+                     [EvalSetInfo(n, size) for role, n, size in sets if role == "target"], seeds)
+
+
+def describe_configurations(configurations: list[tuple[float, int]]) -> str:
+    """Learning rates as written (1e-05) and batch sizes: as a grid where the pool is one."""
+    rates = sorted({lr for lr, _ in configurations})
+    sizes = sorted({bs for _, bs in configurations})
+    if len(configurations) == len(rates) * len(sizes):
+        return (f"learning rates {', '.join(str(float(lr)) for lr in rates)} × "
+                f"batch sizes {', '.join(map(str, sizes))}")
+    return "(learning rate, batch size) " + ", ".join(f"({float(lr)}, {bs})" for lr, bs in configurations)
+
+
+def describe_seeds(seeds: dict[tuple[float, int], list[int]], shown: int = 12) -> str:
+    counts = sorted({len(s) for s in seeds.values()})
+    per = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    distinct = sorted({seed for s in seeds.values() for seed in s})
+    listed = ", ".join(map(str, distinct[:shown])) + (", ..." if len(distinct) > shown else "")
+    shared = "the same in every configuration" if len({tuple(s) for s in seeds.values()}) == 1 else \
+        f"{len(distinct)} distinct"
+    return f"{per} per configuration (seeds {listed}; {shared})"
+
+
+def describe_pool(pool: Pool, facts: PoolFacts, options: DrawOptions, n_draws: int, max_runs: int) -> list[str]:
+    """The "What this is" block: everything the numbers below depend on."""
+    sources = ", ".join(s.size if len(facts.sources) == 1 else s.sized() for s in facts.sources) or "none"
+    targets = ", ".join(t.sized() for t in facts.targets) or "none in the store"
+    configurations = pool.configurations
+    return ["### What this is", "",
+            f"- Task {pool.task} (metric: {facts.metric}), model {pool.model}.",
+            f"- Source language: {facts.source}. Max SRC-DEV, SRC-DEV snapshots and soups select on its "
+            f"validation set ({sources}).",
+            f"- Target languages (test sets): {targets}. A score is the unweighted mean over these "
+            f"{len(facts.targets)} sets, in percent.",
+            f"- Runs: {len(pool.external_id)} in {len(configurations)} configurations, "
+            f"{describe_configurations(configurations)}.",
+            f"- Seeds: {describe_seeds(facts.seeds)}.",
+            f"- Draws: {n_draws} ({options.describe()}), each of r = 1..{max_runs} runs with distinct "
+            "configurations.", ""]
 
 
 def _pyplot():
@@ -32,6 +132,17 @@ def _pyplot():
     return plt
 
 
+def _styled(plot):
+    """Draw and save the figure with the report's readable font sizes and text-preserving SVG."""
+
+    @functools.wraps(plot)
+    def styled(*args, **kwargs):
+        with _pyplot().rc_context(FONTS):
+            return plot(*args, **kwargs)
+
+    return styled
+
+
 def mean_bands(scores: np.ndarray, rng, n_resamples: int, level: float):
     """Mean over draws per r, with a percentile bootstrap band over draws."""
     boot = scores[bootstrap.paired_indices(scores.shape[0], n_resamples, rng)].mean(axis=1)
@@ -39,87 +150,179 @@ def mean_bands(scores: np.ndarray, rng, n_resamples: int, level: float):
     return scores.mean(axis=0), low, high
 
 
+def _variant_key(variant: str) -> str:
+    return "top" if variant.startswith("top") else variant
+
+
+def side_offsets(n_curves: int) -> np.ndarray:
+    """Sideways shifts of n curves around each r: STEP apart, or closer to stay within ± SPREAD / 2."""
+    width = min(SPREAD, STEP * (n_curves - 1))
+    return np.linspace(-width / 2, width / 2, n_curves)
+
+
+def _integer_r_axis(ax, max_runs: int) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, max_runs + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+@_styled
 def plot_curves(curves: dict, out: Path, title: str, rng, n_resamples: int, level: float) -> list[Path]:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for (strategy, variant), (_, scores) in curves.items():
+    fig, ax = _pyplot().subplots(figsize=(8, 5.2), layout="constrained")
+    for offset, ((strategy, variant), (_, scores)) in zip(side_offsets(len(curves)), curves.items()):
         mean, low, high = mean_bands(scores, rng, n_resamples, level)
-        r = np.arange(1, len(mean) + 1)
-        color, style = COLORS[strategy], STYLES.get(variant, STYLES["top"] if variant.startswith("top") else "-")
-        ax.plot(r, mean, style, color=color, label=f"{strategy} {variant}", linewidth=1.8)
-        ax.fill_between(r, low, high, color=color, alpha=0.08)
+        r = np.arange(1, len(mean) + 1) + offset
+        strategy_info = get_strategy(strategy)
+        color, key = strategy_info.style.color, _variant_key(variant)
+        ax.plot(r, mean, linestyle=LINE_STYLES.get(key, "-"), color=color, marker=strategy_info.style.marker,
+                fillstyle=FILL_STYLES.get(key, "full"), markersize=7, linewidth=1.8, alpha=0.9,
+                label=f"{strategy_info.label} {variant}")
+        ax.fill_between(r, low, high, color=color, alpha=0.07, linewidth=0)
+    _integer_r_axis(ax, scores.shape[1])
     ax.set_xlabel("runs r")
     ax.set_ylabel("mean target-language test score (%)")
     ax.set_title(f"{title}: score against r ({int(level * 100)}% bootstrap bands over draws)")
-    ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(4, len(curves)), frameon=False)
     return _save(fig, out)
 
 
+@_styled
 def plot_language_gain(languages: list[str], gain: np.ndarray, out: Path, title: str, r: int) -> list[Path]:
-    plt = _pyplot()
     order = np.argsort(gain)
-    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.16 * len(languages) + 1)))
-    ax.barh(np.array(languages)[order], gain[order], color=np.where(gain[order] >= 0, "tab:red", "tab:blue"))
+    fig, ax = _pyplot().subplots(figsize=(7.5, max(3.0, 0.3 * len(languages) + 1.6)), layout="constrained")
+    bars = ax.barh(np.array(languages)[order], gain[order], color=np.where(gain[order] >= 0, "tab:red", "tab:blue"))
+    ax.bar_label(bars, fmt="%+.2f", padding=3, fontsize=9)
+    ax.margins(x=0.18, y=0.5 / max(len(languages), 1))
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"accumulative CA minus Max SRC-DEV (S-DEV), r = {r} (points)")
     ax.set_title(f"{title}: per-language gain of averaging")
-    ax.tick_params(axis="y", labelsize=6)
     return _save(fig, out)
 
 
-def plot_source_vs_target(source: np.ndarray, target: np.ndarray, out: Path, title: str) -> list[Path]:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.scatter(source, target, s=14, alpha=0.7)
-    ax.set_xlabel("source-language validation score (%)")
-    ax.set_ylabel("mean target test score (%)")
-    ax.set_title(f"{title}: SRC-DEV runs\nPearson {float(pearson(source, target)):.2f}, "
-                 f"Spearman {float(spearman(source, target)):.2f}")
+def coincident_points(x: np.ndarray, y: np.ndarray) -> Counter:
+    """How many points fall on each place (to a millionth of a point)."""
+    return Counter(zip(np.round(x, 6).tolist(), np.round(y, 6).tolist()))
+
+
+@_styled
+def plot_source_vs_target(source: np.ndarray, target: np.ndarray, out: Path, title: str,
+                          source_name: str = "source-language validation") -> list[Path]:
+    places = coincident_points(source, target)
+    (xs, ys), counts = np.array(list(places)).T, np.array(list(places.values()))
+    fig, ax = _pyplot().subplots(figsize=(6, 5.2), layout="constrained")
+    single, tied = counts == 1, counts > 1
+    ax.scatter(xs[single], ys[single], s=30, color="tab:blue", alpha=0.7, edgecolors="black", linewidths=0.6,
+               label="one run")
+    if tied.any():
+        ax.scatter(xs[tied], ys[tied], s=30 * counts[tied], color="tab:orange", alpha=0.7, edgecolors="black",
+                   linewidths=0.6, label="×n: n runs at the same place")
+        for x, y, count in zip(xs[tied], ys[tied], counts[tied]):
+            ax.annotate(f"×{count}", (x, y), xytext=(7, -4), textcoords="offset points", fontsize=10)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    ax.margins(0.1)
+    ax.set_xlabel(f"{source_name} score (%)")
+    ax.set_ylabel("mean target-language test score (%)")
+    ax.set_title(f"{title}: SRC-DEV snapshots of {len(source)} runs\n"
+                 f"Pearson {_coefficient(pearson(source, target))}, Spearman {_coefficient(spearman(source, target))}")
     ax.grid(alpha=0.3)
     return _save(fig, out)
+
+
+def _coefficient(value) -> str:
+    return "undefined (constant scores)" if math.isnan(float(value)) else f"{float(value):.2f}"
 
 
 def _save(fig, out: Path) -> list[Path]:
     paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
-    fig.tight_layout()
     for path in paths:
-        fig.savefig(path, dpi=130)
+        fig.savefig(path, dpi=130, bbox_inches="tight")
     _pyplot().close(fig)
     return paths
+
+
+def coinciding_curves(curves: dict) -> list[list[tuple[str, str]]]:
+    """Groups of pairs whose mean curves are equal at every r (drawn side by side)."""
+    groups: dict[tuple, list] = {}
+    for pair, (_, scores) in curves.items():
+        groups.setdefault(tuple(np.round(scores.mean(axis=0), 6)), []).append(pair)
+    return [pairs for pairs in groups.values() if len(pairs) > 1]
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def curves_part(curves: dict, figure: Path) -> list[str]:
+    notes = [_listed([f"{s} {v}" for s, v in pairs]) + " have the same mean at every r."
+             for pairs in coinciding_curves(curves)]
+    shift = float(side_offsets(len(curves)).max())
+    return [f"![score against r]({figure.name})", "",
+            "Colour and marker: strategy; line style: variant (dotted LAST with hollow markers, dashed "
+            f"SRC-DEV with half-filled ones, solid CA). At each r the curves sit side by side (shifted by at "
+            f"most ±{shift:.3g}) so that equal values stay visible.", "", *notes, *([""] if notes else [])]
+
+
+def gain_part(con, pool: Pool, curves: dict, max_runs: int, out: Path, title: str) -> tuple[list[str], list[Path]]:
+    tables = language_scores(con, pool)
+    averaged = per_language_at(pool, curves[("accumulative", "ca")][0], "accumulative", "ca", max_runs, tables)
+    selected = per_language_at(pool, curves[("max-src-dev", "src-dev")][0], "max-src-dev", "src-dev", max_runs,
+                               tables)
+    gain = np.nanmean(averaged, axis=0) - np.nanmean(selected, axis=0)
+    keep = ~np.isnan(gain)
+    languages = [lang for lang, k in zip(tables[2], keep) if k]
+    figure = plot_language_gain(languages, gain[keep], out, title, max_runs)
+    return [f"Accumulative CA averaging beats Max SRC-DEV (S-DEV) at r = {max_runs} in "
+            f"{int((gain[keep] > 0).sum())} of {int(keep.sum())} target languages "
+            f"(mean gain {np.mean(gain[keep]):+.2f} points).", "",
+            f"![per-language gain]({figure[0].name})", ""], figure
+
+
+def _counted(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+def ties_note(places: Counter) -> list[str]:
+    shared = [count for count in places.values() if count > 1]
+    if not shared:
+        return []
+    return [f"{sum(shared)} of {_counted(sum(places.values()), 'point')} share a place with another "
+            f"({_counted(len(shared), 'place')}, up to {max(shared)} points at the same place): those are "
+            "drawn larger, in orange, and labelled ×n with their number.", ""]
+
+
+def scatter_part(pool: Pool, facts: PoolFacts, out: Path, title: str) -> tuple[list[str], list[Path]] | None:
+    runs = sorted(set(pool.criteria.get("src-dev", {})) & set(pool.target_test.get("src-dev", {})))
+    if len(runs) <= 2:
+        return None
+    source = np.array([pool.criteria["src-dev"][r] for r in runs])
+    target = np.array([pool.target_test["src-dev"][r] for r in runs])
+    figure = plot_source_vs_target(source, target, out, title, facts.source_validation)
+    return [f"Across {len(runs)} runs, the Spearman correlation of {facts.source_validation} and mean target "
+            f"test score of SRC-DEV snapshots is {_coefficient(spearman(source, target))}.", "",
+            f"![source vs target]({figure[0].name})", "", *ties_note(coincident_points(source, target))], figure
 
 
 def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, out: Path, rng,
                  n_resamples: int, level: float) -> tuple[str, dict]:
     """Markdown for one pool, and the figures it refers to."""
     max_runs = pool_max_runs(pool, max_runs)
-    _, curves = pair_curves(con, pool, pairs, options, max_runs)
+    common, curves = pair_curves(con, pool, pairs, options, max_runs)
+    facts = pool_facts(con, pool)
     title = f"{pool.task} / {pool.model}"
     stem = f"{pool.task}-{pool.model}"
     figures = {"curves": plot_curves(curves, out / f"{stem}-curves", title, rng, n_resamples, level)}
-    text = [f"## {title}", "", render_protocol(protocol_rows(pool, curves, max_runs), "markdown"), "",
-            f"![score against r]({figures['curves'][0].name})", ""]
-    tables = language_scores(con, pool)
+    text = [f"## {title}", "", *describe_pool(pool, facts, options, len(common.runs), max_runs),
+            render_protocol(protocol_rows(pool, curves, max_runs), "markdown"), "",
+            *curves_part(curves, figures["curves"][0])]
     if ("accumulative", "ca") in curves and ("max-src-dev", "src-dev") in curves:
-        averaged = per_language_at(pool, curves[("accumulative", "ca")][0], "accumulative", "ca", max_runs, tables)
-        selected = per_language_at(pool, curves[("max-src-dev", "src-dev")][0], "max-src-dev", "src-dev", max_runs,
-                                   tables)
-        gain = np.nanmean(averaged, axis=0) - np.nanmean(selected, axis=0)
-        keep = ~np.isnan(gain)
-        languages = [lang for lang, k in zip(tables[2], keep) if k]
-        figures["gain"] = plot_language_gain(languages, gain[keep], out / f"{stem}-language-gain", title, max_runs)
-        text += [f"Accumulative CA averaging beats Max SRC-DEV (S-DEV) at r = {max_runs} in "
-                 f"{int((gain[keep] > 0).sum())} of {int(keep.sum())} target languages "
-                 f"(mean gain {np.mean(gain[keep]):+.2f} points).", "",
-                 f"![per-language gain]({figures['gain'][0].name})", ""]
-    runs = sorted(set(pool.criteria.get("src-dev", {})) & set(pool.target_test.get("src-dev", {})))
-    if len(runs) > 2:
-        source = np.array([pool.criteria["src-dev"][r] for r in runs])
-        target = np.array([pool.target_test["src-dev"][r] for r in runs])
-        figures["scatter"] = plot_source_vs_target(source, target, out / f"{stem}-source-vs-target", title)
-        text += [f"Across {len(runs)} runs, English validation and mean target test score of SRC-DEV "
-                 f"snapshots correlate with Spearman {float(spearman(source, target)):.2f}.", "",
-                 f"![source vs target]({figures['scatter'][0].name})", ""]
+        lines, figures["gain"] = gain_part(con, pool, curves, max_runs, out / f"{stem}-language-gain", title)
+        text += lines
+    scatter = scatter_part(pool, facts, out / f"{stem}-source-vs-target", title)
+    if scatter is not None:
+        lines, figures["scatter"] = scatter
+        text += lines
     return "\n".join(text), figures
 
 
@@ -142,10 +345,10 @@ def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Pa
 
 
 def markdown_to_html(markdown: str) -> str:
-    """Just enough Markdown for this report: headings, paragraphs, images and pipe tables."""
-    body, table = [], []
+    """Just enough Markdown for this report: headings, paragraphs, lists, images and pipe tables."""
+    body, table, items = [], [], []
 
-    def flush_table():
+    def flush():
         if table:
             rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-"}]
             cells = [[html.escape(c.strip()) for c in r.strip().strip("|").split("|")] for r in rows]
@@ -153,12 +356,18 @@ def markdown_to_html(markdown: str) -> str:
             rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rest}</tbody></table>")
             table.clear()
+        if items:
+            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>")
+            items.clear()
 
     for line in markdown.splitlines():
         if line.startswith("|"):
             table.append(line)
             continue
-        flush_table()
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush()
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
@@ -169,8 +378,9 @@ def markdown_to_html(markdown: str) -> str:
             body.append(f"<p><b>{html.escape(line.strip('*'))}</b></p>")
         elif line.strip():
             body.append(f"<p>{html.escape(line)}</p>")
-    flush_table()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto;font-size:15px}"
+             "table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>ofa-eval report</title><style>{style}</style>" \
-           f"</head><body>{''.join(body)}</body></html>"
+    return f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>ofa-eval report</title>" \
+           f"<style>{style}</style></head><body>{''.join(body)}</body></html>"

@@ -16,7 +16,7 @@ import duckdb
 
 from ofa_eval.errors import OfaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _schema_sql() -> str:

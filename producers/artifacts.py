@@ -1,8 +1,9 @@
 """Writing run folders (docs/artifacts.md): atomic files, gold/prediction tables, the manifest.
 
 Every file goes to a temporary name in its destination folder and is renamed into place, so a
-reader (or a killed job) never sees half a file. File names and column names come from
-`ofa_eval.ingest`, the reader of the same format, so writer and reader cannot drift apart.
+reader (or a killed job) never sees half a file. File names come from `ofa_eval.run_format` and
+column names from the task registry (`ofa_eval.tasks`), which `ofa-eval ingest`, the reader of
+the same format, uses too, so writer and reader cannot drift apart.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 import secrets
 from pathlib import Path
 
-from ofa_eval.ingest import FORMAT_VERSION, GOLD_COLUMNS, PREDICTION_COLUMNS, file_sha256, prediction_file
+from ofa_eval.keys import file_sha256
+from ofa_eval.run_format import EXAMPLE_ID, MANIFEST, prediction_file
+from ofa_eval.tasks import get_task
 
-__all__ = ["FORMAT_VERSION", "atomic_path", "write_json", "write_table", "read_manifest_if_any",
-           "table_name", "gold_table", "prediction_table", "folder_bytes", "file_sha256"]
-
-MANIFEST = "manifest.json"
+__all__ = ["atomic_path", "write_json", "write_table", "read_manifest_if_any", "table_name", "gold_table",
+           "prediction_table", "folder_bytes", "file_sha256"]
 
 
 def _file_mode() -> int:
@@ -68,15 +69,15 @@ def read_manifest_if_any(run_dir) -> dict | None:
 
 def table_name(eval_set) -> str:
     """`<dataset>__<language>__<split>.parquet` for an evaluation set."""
-    return prediction_file(eval_set.dataset, eval_set.language, eval_set.split)
+    return prediction_file(*eval_set.key)
 
 
 def gold_table(task: str, example_ids: list[str], gold: list) -> dict[str, list]:
-    return {"example_id": example_ids, GOLD_COLUMNS[task]: gold}
+    return {EXAMPLE_ID: example_ids, get_task(task).gold_column: gold}
 
 
 def prediction_table(task: str, example_ids: list[str], predictions: list) -> dict[str, list]:
-    return {"example_id": example_ids, PREDICTION_COLUMNS[task]: predictions}
+    return {EXAMPLE_ID: example_ids, get_task(task).prediction_column: predictions}
 
 
 def folder_bytes(folder) -> int:

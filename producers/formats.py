@@ -1,7 +1,13 @@
-"""Readers for users' local evaluation data: CoNLL NER files, JSON Lines and Parquet tables.
+"""Readers for users' local evaluation data: CoNLL NER files, JSON Lines and Parquet tables,
+and the label names of `datasets` ClassLabel columns.
 
 Every problem with a file (missing, undecodable, malformed) becomes an ``OfaError`` whose
 one-line message names the file and, where there is one, the line number.
+
+Data from the Hugging Face Hub often stores labels as ClassLabel ids (`ner_tags: [3, 0, 0]`);
+their names are in the dataset's features, in the JSON form `datasets` writes
+(`Features.to_dict()`, `dataset_info.json`, and the `huggingface` metadata of the Parquet
+files it writes). `class_label_names` reads them from that form.
 """
 
 from __future__ import annotations
@@ -73,8 +79,47 @@ def read_table(path) -> list[dict]:
     try:
         table = parquet.read_table(path)
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError and others for bad files
-        raise OfaError(f"{path}: not a readable Parquet file ({_one_line(error)})") from None
+        raise OfaError(f"{path}: not a readable Parquet file ({one_line(error)})") from None
     return table.to_pylist()
+
+
+def class_label_names(features: dict) -> dict[str, list[str]]:
+    """Column -> label names for the ClassLabel columns (or lists of ClassLabels) among
+    `datasets` features in their JSON form."""
+    names = {}
+    for column, feature in features.items():
+        while isinstance(feature, dict) and "names" not in feature and isinstance(feature.get("feature"), dict):
+            feature = feature["feature"]  # List / Sequence of ...
+        if isinstance(feature, dict) and isinstance(feature.get("names"), list):
+            names[column] = [str(name) for name in feature["names"]]
+    return names
+
+
+def table_class_labels(path) -> dict[str, list[str]]:
+    """The ClassLabel names recorded in a Parquet file written by `datasets` (none otherwise)."""
+    import pyarrow.parquet as parquet
+
+    try:
+        metadata = parquet.read_schema(path).metadata or {}
+        features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError and others for bad files
+        raise OfaError(f"{path}: not a readable Parquet file ({one_line(error)})") from None
+    return class_label_names(features) if isinstance(features, dict) else {}
+
+
+def read_features_json(path) -> dict[str, list[str]]:
+    """The ClassLabel names of a features JSON file: a `dataset_info.json` or bare features."""
+    _require_file(path)
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise OfaError(f"{path}: not a JSON file ({one_line(error)})") from None
+    features = document.get("features", document) if isinstance(document, dict) else None
+    names = class_label_names(features) if isinstance(features, dict) else {}
+    if not names:
+        raise OfaError(f"{path}: no ClassLabel feature in it (expected `datasets` features, e.g. "
+                       '{"ner_tags": {"feature": {"names": [...], "_type": "ClassLabel"}, "_type": "List"}})')
+    return names
 
 
 def _numbered_lines(path):
@@ -97,5 +142,6 @@ def _require_file(path) -> None:
         raise OfaError(f"{path}: no such file")
 
 
-def _one_line(error: Exception) -> str:
+def one_line(error: Exception) -> str:
+    """An error's message on one line."""
     return " ".join(str(error).split()) or type(error).__name__

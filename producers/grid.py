@@ -1,7 +1,7 @@
 """Grid files: the hyperparameter grid a user edits, as TOML (read with `tomllib`).
 
-Top-level keys are shared by every task; a table per task (`[nli]`, `[qa]`, `[ner]`) makes the
-grid train that task and may override any top-level key:
+Top-level keys are shared by every task; a table per task (`[nli]`, `[qa]`, `[ner]`, or a plug-in
+task's name) makes the grid train that task and may override any top-level key:
 
     model = "xlm-roberta-large"                       # short name, in run names and manifests
     model_name_or_path = "FacebookAI/xlm-roberta-large"  # Hub id, or a path starting with ./ ../ or /
@@ -33,7 +33,8 @@ from pathlib import Path
 
 from ofa_eval.errors import OfaError
 from producers.config import CONFIG_KEYS, RunConfig
-from producers.tasks import TASKS, get_task
+from producers.data import check_spec
+from producers.tasks import get_task, task_names
 
 GRID_KEYS = {"learning_rates", "batch_sizes", "seeds", "data", "head_alignment"}
 PER_RUN = {"task", "learning_rate", "batch_size", "seed"}
@@ -82,13 +83,25 @@ def load_grid(path, tasks=None) -> list[Experiment]:
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise OfaError(f"{path}: not a readable TOML grid file ({error})") from None
-    shared = {k: v for k, v in document.items() if k not in TASKS}
-    experiments = [_experiment(name, {**shared, **document[name]}, path) for name in TASKS if name in document]
+    trainable = set(task_names())
+    tasks_here = [name for name in document if name in trainable]  # in the file's order
+    _check_tables(document, trainable, path)
+    shared = {k: v for k, v in document.items() if k not in tasks_here}
+    experiments = [_experiment(name, {**shared, **document[name]}, path) for name in tasks_here]
     if tasks is not None:
         experiments = [e for e in experiments if e.task in tasks]
     if not experiments:
-        raise OfaError(f"{path}: no task table ([nli], [qa] or [ner]) to train")
+        raise OfaError(f"{path}: no task table ({', '.join(f'[{name}]' for name in task_names())}) to train")
     return experiments
+
+
+def _check_tables(document: dict, trainable: set[str], path: Path) -> None:
+    """A table that is neither a task nor a setting is most likely a task that is not registered."""
+    for name, value in document.items():
+        if isinstance(value, dict) and name not in trainable and name not in SETTING_KEYS:
+            raise OfaError(f"{path}: [{name}] is not a task that can be trained "
+                           f"(known: {', '.join(sorted(trainable))}); a task of your own needs its package "
+                           "installed or `ofa-eval --task-module FILE.py` (docs/tasks.md)")
 
 
 def _experiment(task: str, values: dict, path: Path) -> Experiment:
@@ -99,6 +112,10 @@ def _experiment(task: str, values: dict, path: Path) -> Experiment:
     missing = {"model", "model_name_or_path", "learning_rates", "batch_sizes", "seeds", "data"} - set(values)
     if missing:
         raise OfaError(f"{path} [{task}]: missing key(s) {', '.join(sorted(missing))}")
+    try:
+        check_spec(values["data"])
+    except OfaError as error:
+        raise OfaError(f"{path} [{task}]: {error}") from None
     head = values.get("head_alignment", {})
     if set(head) - HEAD_KEYS:
         raise OfaError(f"{path} [{task}]: unknown head_alignment key(s) {', '.join(sorted(set(head) - HEAD_KEYS))}")
@@ -108,8 +125,22 @@ def _experiment(task: str, values: dict, path: Path) -> Experiment:
         RunConfig(task=task, learning_rate=1.0, batch_size=1, seed=0, **settings)
     except (TypeError, ValueError) as error:
         raise OfaError(f"{path} [{task}]: {error}") from None
-    return Experiment(task, settings, list(values["learning_rates"]), list(values["batch_sizes"]),
-                      list(values["seeds"]), dict(values["data"]), dict(head), path.parent.resolve())
+    return Experiment(task, settings, _numbers(values, "learning_rates", float, path, task),
+                      _numbers(values, "batch_sizes", int, path, task), _numbers(values, "seeds", int, path, task),
+                      dict(values["data"]), dict(head), path.parent.resolve())
+
+
+def _numbers(values: dict, key: str, kind: type, path: Path, task: str) -> list:
+    """A grid axis: a non-empty list of numbers of the given kind (integers must be whole)."""
+    axis = values[key]
+    wrong = [v for v in (axis if isinstance(axis, list) else [axis])
+             if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v))
+             or v != v or (kind is float and v <= 0)]
+    if not isinstance(axis, list) or not axis or wrong:
+        shown = f" ({wrong[0]!r})" if wrong else ""
+        raise OfaError(f"{path} [{task}]: {key} must be a non-empty list of "
+                       f"{'positive numbers' if kind is float else 'whole numbers'}{shown}")
+    return [kind(v) for v in axis]
 
 
 def resolve(name_or_path: str, base: Path) -> str:

@@ -68,6 +68,7 @@ def prepare_head(mode: str, config, data, folder, progress: bool = False) -> Hea
 def _initial_head(mode: str, config, data, progress: bool) -> dict:
     from transformers import set_seed
 
+    from producers.finetune import fine_tune
     from producers.modeling import head_state, load_model
     from producers.tasks import get_task
 
@@ -75,8 +76,6 @@ def _initial_head(mode: str, config, data, progress: bool) -> dict:
     set_seed(config.seed)
     model = load_model(task, config.model_name_or_path, data.label_names)
     if mode == "frozen-copied":
-        from producers.train import fine_tune
-
         fine_tune(model, task, data, config, progress=progress)
     return head_state(model)
 

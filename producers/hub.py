@@ -1,4 +1,6 @@
-"""The paper's datasets from the Hugging Face Hub (needs network access or a warm `datasets` cache).
+"""Data from the Hugging Face Hub (needs network access or a warm `datasets` cache): any dataset's
+split (`hub_records`, for the grid's general Hub form in `producers.data`), and the paper's
+datasets:
 
 - `xnli`: English MNLI training data (XNLI's `en` train split), XNLI `en` validation as the
   source validation set, and validation/test sets of XNLI and IndicXNLI targets.
@@ -15,11 +17,21 @@ The default language lists are those of the paper's released results; a grid's d
 narrow them with `languages = { xnli = [...], indicxnli = [...] }` (keys are dataset names).
 Hub ids are as of writing; a dataset that the installed `datasets` cannot load (e.g. one that
 still needs a loading script) can be given as local files instead (`producers.data`).
+
+A split that cannot be loaded (no network, an unknown configuration or split) is a one-line
+`OfaError` naming the dataset, configuration and split; the Hub client's retry warnings are
+silenced.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
+import urllib.parse
+
 from ofa_eval.errors import OfaError
+from producers.formats import class_label_names, one_line
 from producers.tasks import EvalSet, get_task
 
 XNLI_ID, INDICXNLI_ID = "facebook/xnli", "Divyanshu/IndicXNLI"
@@ -39,6 +51,9 @@ LANGUAGES = {
 TYDIQA_PREFIXES = {"english": "en", "arabic": "ar", "bengali": "bn", "finnish": "fi", "indonesian": "id",
                    "korean": "ko", "russian": "ru", "swahili": "sw", "telugu": "te"}
 HUB_SPLITS = {"validation": "validation", "test": "test"}
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+OFFLINE_HINT = ("Hub data needs network access, or a warm `datasets` cache with HF_HUB_OFFLINE=1; "
+                "local files work offline (docs/producers.md)")
 
 
 def load_hub(task_name: str, spec: dict):
@@ -53,10 +68,47 @@ def load_hub(task_name: str, spec: dict):
     return loader(get_task(task), languages)
 
 
-def _load(path: str, name: str, split: str):
-    from datasets import load_dataset
+def hub_records(path: str, configuration: str | None, split: str, revision: str | None = None):
+    """(rows as dicts, ClassLabel names by column) of one split of a Hub dataset."""
+    dataset = _load(path, configuration, split, revision)
+    return dataset.to_list(), class_label_names(dataset.features.to_dict())
 
-    return load_dataset(path, name, split=split)
+
+def _load(path: str, name: str | None, split: str, revision: str | None = None):
+    from datasets import load_dataset
+    from datasets.utils.logging import set_verbosity_error as quiet_datasets
+    from huggingface_hub.utils.logging import set_verbosity_error as quiet_hub
+
+    quiet_datasets()
+    quiet_hub()  # no "Retrying in 2s" warnings: the error below says what went wrong
+    where = f"Hub dataset {path!r} (configuration {name!r}, split {split!r})"
+    problem = _unreachable_hub()
+    if problem is not None:
+        raise OfaError(f"{where}: cannot be loaded ({problem}); {OFFLINE_HINT}")
+    try:
+        return load_dataset(path, name, split=split, revision=revision)
+    except Exception as error:  # datasets raises ConnectionError, ValueError, FileNotFoundError and more
+        hint = f"; {OFFLINE_HINT}" if isinstance(error, ConnectionError) else ""
+        raise OfaError(f"{where}: cannot be loaded ({type(error).__name__}: {one_line(error)[:300]}){hint}") from None
+
+
+@functools.cache
+def _unreachable_hub() -> str | None:
+    """Why the Hub cannot be reached, or None (also when offline mode or a proxy makes it moot).
+
+    Without this check, the Hub client retries a failed connection five times (about half a
+    minute) before giving up.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in PROXY_VARIABLES):
+        return None
+    endpoint = urllib.parse.urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
+    except OSError as error:
+        return f"{endpoint.hostname} is not reachable: {one_line(error)}"
+    return None
 
 
 def _examples(task, rows, prefix: str) -> list[dict]:

@@ -2,9 +2,11 @@
 
 - `load_model`: `AutoModelFor{SequenceClassification,QuestionAnswering,TokenClassification}`
   from a Hub id or a local folder (as `from_pretrained` takes it);
-- `build_tiny_model`: the offline quickstart's tiny XLM-R-shaped model, built from an
-  `XLMRobertaConfig`, with a Unigram tokenizer trained locally with `tokenizers` and wrapped as
-  a `PreTrainedTokenizerFast`; saved as a folder that `load_model` reads like any checkpoint;
+- `build_model_from_files` (`ofa-eval build-model`) and `build_tiny_model`: a small
+  XLM-R-shaped masked language model built from an `XLMRobertaConfig`, with a BPE tokenizer
+  trained on the given texts with `tokenizers` (wrapped as a `PreTrainedTokenizerFast`),
+  pretrained on the same texts by masked language modelling (`producers.pretrain`), and saved
+  as a folder that `load_model` reads like any checkpoint (the quickstart's model);
 - the task head (every parameter outside the base model) as a state dict, with a content hash;
 - the device, bf16 autocast on a GPU, and quiet transformers logging.
 """
@@ -13,12 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
 
+from ofa_eval.errors import OfaError
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's ids 0..3 and its mask token
 TINY_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+QUICKSTART_PRETRAIN_STEPS = 1000
+BUILD_RECORD = "build.json"  # what a model folder was built from (a hash of the texts and settings)
+BUILD_FORMAT = 1
 
 
 def quiet_transformers() -> None:
@@ -98,28 +106,121 @@ def tiny_config(tokenizer, **shape):
                             eos_token_id=tokenizer.eos_token_id, **{**TINY_SHAPE, **shape})
 
 
-def build_tiny_model(directory, texts, seed: int = 0, vocab_size: int = 400, **shape) -> Path:
-    """Save a tiny "pretrained" XLM-R (random weights from `seed`) and its tokenizer to `directory`.
+def model_shape(layers: int = 2, hidden: int = 64, heads: int | None = None) -> dict:
+    """An XLM-R shape: `heads` attention heads (default: one per 32 hidden units) and a
+    feed-forward layer twice as wide as the hidden size (the quickstart's: 2 layers, 64, 2 heads)."""
+    heads = heads or max(1, hidden // 32)
+    if layers < 1 or hidden < 1 or hidden % heads:
+        raise OfaError(f"a model of {layers} layer(s), hidden size {hidden} and {heads} head(s) is not possible: "
+                       "layers and hidden size must be positive, and the hidden size a multiple of the heads")
+    return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "intermediate_size": 2 * hidden}
 
-    Every run loads this folder with `from_pretrained`, so all runs start from the same body,
-    as they would from a real pretrained checkpoint. Written atomically (a temporary folder).
+
+def build_model_from_files(directory, paths, *, vocab_size: int = 400, shape: dict | None = None,
+                           pretrain_steps: int = QUICKSTART_PRETRAIN_STEPS, seed: int = 0, rebuild: bool = False,
+                           progress: bool = False) -> Path:
+    """`ofa-eval build-model`: `build_tiny_model` on the texts of files (`producers.pretrain.read_texts`)."""
+    from producers.pretrain import read_texts
+
+    texts = [text for path in paths for text in read_texts(path)]
+    return build_tiny_model(directory, texts, seed=seed, vocab_size=vocab_size, pretrain_steps=pretrain_steps,
+                            rebuild=rebuild, progress=progress, sources=[str(path) for path in paths],
+                            **(shape or {}))
+
+
+def build_tiny_model(directory, texts, seed: int = 0, vocab_size: int = 400, pretrain_steps: int = 0,
+                     rebuild: bool = False, progress: bool = False, sources=(), **shape) -> Path:
+    """Save a small XLM-R-shaped masked LM and its tokenizer, both made from `texts`, to `directory`.
+
+    The weights are initialised from `seed`, then pretrained by masked language modelling on
+    `texts` for `pretrain_steps` steps (0: left random). Every run of a grid loads this folder
+    with `from_pretrained`, as it would a real pretrained checkpoint. `build.json` records a
+    hash of the texts and settings: a folder built from the same ones is reused; one built
+    from others is replaced with `rebuild`, refused otherwise. Written atomically.
     """
-    import torch
-    from transformers import XLMRobertaModel
-
     directory = Path(directory)
-    if (directory / "config.json").is_file():
+    settings = _build_settings(seed, vocab_size, pretrain_steps, {**TINY_SHAPE, **shape})
+    fingerprint = _fingerprint(texts, settings)
+    if _reusable(directory, fingerprint, rebuild):
         return directory
-    quiet_transformers()
-    tokenizer = train_tokenizer(texts, vocab_size)
-    torch.manual_seed(seed)
-    model = XLMRobertaModel(tiny_config(tokenizer, **shape), add_pooling_layer=False)
+    if not texts:
+        raise OfaError(f"{directory}: no texts to build a model from")
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(temporary)
-    tokenizer.save_pretrained(temporary)
+    losses = _make_model(temporary, texts, settings, progress)
+    record = {"sha256": fingerprint, "settings": settings, "texts": len(texts), "sources": list(sources),
+              "tokenizer": "BPE", "pretraining_loss": _loss_summary(losses)}
+    (temporary / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    if directory.exists():
+        shutil.rmtree(directory)
     os.replace(temporary, directory)
     return directory
+
+
+def _build_settings(seed: int, vocab_size: int, pretrain_steps: int, shape: dict) -> dict:
+    from producers.pretrain import PretrainSettings
+
+    pretraining = PretrainSettings(steps=pretrain_steps, seed=seed).record() if pretrain_steps else None
+    return {"format": BUILD_FORMAT, "seed": seed, "vocab_size": vocab_size, "shape": shape,
+            "pretraining": pretraining}
+
+
+def _make_model(folder: Path, texts, settings: dict, progress: bool) -> list[float]:
+    """Train the tokenizer, initialise and pretrain the model, save both in `folder`; the step losses."""
+    import torch
+    from transformers import XLMRobertaForMaskedLM
+
+    from producers.pretrain import PretrainSettings, pretrain
+
+    quiet_transformers()
+    tokenizer = train_tokenizer(texts, settings["vocab_size"])
+    tokenizer.save_pretrained(folder)  # before encoding, which leaves truncation settings on the tokenizer
+    torch.manual_seed(settings["seed"])
+    model = XLMRobertaForMaskedLM(tiny_config(tokenizer, **settings["shape"]))
+    losses = []
+    if settings["pretraining"]:
+        losses = pretrain(model, tokenizer, texts, PretrainSettings(**settings["pretraining"]), progress)
+    model.to("cpu").save_pretrained(folder)
+    return losses
+
+
+def _fingerprint(texts, settings: dict) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for text in texts:
+        encoded = text.encode()
+        digest.update(f"\n{len(encoded)}:".encode())
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
+def _reusable(directory: Path, fingerprint: str, rebuild: bool) -> bool:
+    """Whether `directory` already holds this build; raises where it holds something to keep."""
+    if not directory.exists() or (directory.is_dir() and not any(directory.iterdir())):
+        return False
+    try:
+        recorded = json.loads((directory / BUILD_RECORD).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OfaError(f"{directory}: exists but holds no model made by build-model (no readable {BUILD_RECORD}); "
+                       "it is left alone: choose another folder") from None
+    if recorded == fingerprint:
+        return True
+    if rebuild:
+        return False
+    raise OfaError(f"{directory}: holds a model built from other texts or settings; use --rebuild to replace it "
+                   "(models fine-tuned from it are then out of date) or choose another folder")
+
+
+def _loss_summary(losses: list[float]) -> dict | None:
+    """Mean masked-LM loss over the first and the last 5% of the pretraining steps."""
+    import math
+
+    if not losses:
+        return None
+    window = max(1, len(losses) // 20)
+    first, last = ([x for x in part if not math.isnan(x)] for part in (losses[:window], losses[-window:]))
+    return {"first_steps": sum(first) / max(1, len(first)), "last_steps": sum(last) / max(1, len(last)),
+            "steps_averaged": window}
 
 
 # --- task heads ----------------------------------------------------------------------------------

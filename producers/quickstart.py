@@ -2,7 +2,11 @@
 
 `train_quickstart_grid(out_dir)` writes
 - `out_dir/data/`: the synthetic corpus (`producers.synthetic`),
-- `out_dir/model/`: a tokenizer trained on it and a tiny XLM-R-shaped model (`producers.modeling`),
+- `out_dir/unlabeled/`: unlabeled synthetic text of every language, one `<language>.txt` each,
+- `out_dir/model/`: a tokenizer trained on that text and a tiny XLM-R-shaped model pretrained on
+  it by masked language modelling, as `ofa-eval build-model` makes it
+  (`producers.modeling.build_model_from_files`), so that every run is fine-tuned from one
+  pretrained model, as in the paper,
 - `out_dir/grid.toml`: a copy of `producers/grids/quickstart.toml`,
 - `out_dir/runs/`: the aligned heads (`_heads/`) and one folder per run (docs/artifacts.md),
 and returns `out_dir/runs`. Everything already there is reused: complete runs are skipped and
@@ -18,8 +22,11 @@ from pathlib import Path
 GRID = Path(__file__).parent / "grids" / "quickstart.toml"
 
 
-def train_quickstart_grid(out_dir: Path, tasks=("nli", "qa", "ner"), progress: bool = True) -> Path:
-    """Generate the data, build the tiny model, and train the quickstart grid; returns the runs folder."""
+def train_quickstart_grid(out_dir: Path, tasks=("nli", "qa", "ner"), progress: bool = True,
+                          pretrain_steps: int | None = None) -> Path:
+    """Generate the data, build the pretrained tiny model, and train the quickstart grid; returns
+    the runs folder. `pretrain_steps` (default `modeling.QUICKSTART_PRETRAIN_STEPS`) lets tests
+    pretrain for less."""
     import torch
 
     from producers import modeling, synthetic
@@ -27,15 +34,18 @@ def train_quickstart_grid(out_dir: Path, tasks=("nli", "qa", "ner"), progress: b
     from producers.launch import train_local
 
     out_dir = Path(out_dir)
-    data = synthetic.write_corpus(out_dir / "data")
-    if not (out_dir / "model" / "config.json").is_file():
-        modeling.build_tiny_model(out_dir / "model", synthetic.corpus_texts(data))
+    synthetic.write_corpus(out_dir / "data")
+    # sorted, as a shell lists `unlabeled/*.txt`: `ofa-eval build-model` on them reuses the model
+    texts = sorted(synthetic.write_unlabeled(out_dir / "unlabeled"))
     grid = out_dir / "grid.toml"
     if not grid.is_file():
         shutil.copyfile(GRID, grid)
+    if pretrain_steps is None:
+        pretrain_steps = modeling.QUICKSTART_PRETRAIN_STEPS
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        modeling.build_model_from_files(out_dir / "model", texts, pretrain_steps=pretrain_steps, progress=progress)
         train_local(load_grid(grid, tasks=tuple(tasks)), out_dir / "runs", progress=progress)
     finally:
         torch.set_num_threads(threads)

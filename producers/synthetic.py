@@ -22,6 +22,10 @@ type); the NER gold of the targets therefore maps DATE to O.
 `<task>/<language>/<split>.jsonl` for NLI and QA (the records `producers.data` reads) and
 `ner/<language>/<split>.conll` for NER. The source language `en` has `train` and
 `validation`; each target language has `validation` and `test`.
+
+`write_unlabeled(directory)` writes `<language>.txt` for every language, the unlabeled text
+that the quickstart's model is pretrained on (as XLM-R was pretrained on text of many
+languages): the texts of examples generated apart from every task split, without labels.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ SOURCE = "en"
 LANGUAGES = {"near": (0.25, 1, False, ""), "mid": (0.5, 2, False, "i"), "far": (0.85, 3, True, "ta")}
 SPLITS = {SOURCE: ("train", "validation"), **{language: ("validation", "test") for language in LANGUAGES}}
 SIZES = {"train": 500, "validation": 80, "test": 100}
+UNLABELED_PER_TASK = 1000  # examples per task and language whose texts form the pretraining corpus
 DATASETS = {"nli": "synth-nli", "qa": "synth-qa", "ner": "synth-ner"}
 VOWELS = "aeiou"
 PUNCTUATION = {".", "?", ","}
@@ -252,13 +257,38 @@ def _write_records(folder: Path, split: str, task: str, records: list[dict]) -> 
 
 
 def corpus_texts(directory) -> list[str]:
-    """Every text of the written corpus, all tasks and languages (the tokenizer's training data)."""
-    from producers.formats import read_conll, read_jsonl
+    """Every text of the written corpus, all tasks and languages (a tokenizer's training data in tests)."""
+    from producers.pretrain import read_texts
 
-    texts = []
-    for path in sorted(Path(directory).rglob("*.jsonl")):
-        for record in read_jsonl(path):
-            texts += [record[key] for key in ("premise", "hypothesis", "question", "context") if key in record]
-    for path in sorted(Path(directory).rglob("*.conll")):
-        texts += [" ".join(tokens) for tokens, _ in read_conll(path)]
-    return texts
+    paths = sorted(Path(directory).rglob("*.jsonl")) + sorted(Path(directory).rglob("*.conll"))
+    return [text for path in paths for text in read_texts(path)]
+
+
+# --- unlabeled text (the quickstart model's pretraining corpus) -----------------------------------
+
+
+def unlabeled_texts(language: str, per_task: int = UNLABELED_PER_TASK, seed: int = 0) -> list[str]:
+    """Unlabeled text of one language: the texts of `per_task` fresh examples of every task.
+
+    Drawn from the same generators as the task data but as a split of its own ("unlabeled"),
+    so none of it is an evaluation example; labels are dropped.
+    """
+    from producers.pretrain import record_texts
+
+    return [text for task in GENERATORS for record in generate(task, language, "unlabeled", per_task, seed)
+            for text in record_texts(record)]
+
+
+def write_unlabeled(directory, seed: int = 0, per_task: int = UNLABELED_PER_TASK) -> list[Path]:
+    """`<directory>/<language>.txt` for English and every target language, one text per line."""
+    from producers.artifacts import atomic_path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for language in (SOURCE, *LANGUAGES):
+        path = directory / f"{language}.txt"
+        with atomic_path(path) as temporary:
+            temporary.write_text("".join(text + "\n" for text in unlabeled_texts(language, per_task, seed)))
+        paths.append(path)
+    return paths

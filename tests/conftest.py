@@ -1,10 +1,15 @@
-"""Shared fixtures: offline settings, the CLI runner, and the paper's release when present."""
+"""Shared fixtures: offline settings, the CLI runner, the paper's release when present, and the
+synthetic data (synthetic_release.py, synthetic_runs.py)."""
 
+import itertools
 import os
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
+from synthetic_release import write_release
+from synthetic_runs import write_grid
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -43,14 +48,45 @@ def release_store(tmp_path_factory):
 
 
 @pytest.fixture
-def synthetic_store(tmp_path, cli):
-    """The `cli` fixture over a store holding a small synthetic release (see synthetic_release.py)."""
-    from synthetic_release import write_release
+def write_synthetic_release(tmp_path):
+    """Factory: write a synthetic release (options of `write_release`) into a fresh folder.
 
-    release = tmp_path / "synthetic-release"
-    release.mkdir()
-    cli.truth = write_release(release)
-    cli.release = release
-    result = cli("import", "ofa-xlt", release)
-    assert result.exit_code == 0, result.output
-    return cli
+    Returns (folder, truth), the truth being the plain-Python record that tests/references.py
+    computes expected results from.
+    """
+    numbers = itertools.count()
+
+    def write(**options):
+        folder = tmp_path / f"synthetic-release-{next(numbers)}"
+        folder.mkdir()
+        return folder, write_release(folder, **options)
+
+    return write
+
+
+@pytest.fixture
+def import_synthetic_release(cli, write_synthetic_release):
+    """Factory: write a synthetic release (options of `write_release`) and import it into the `cli`
+    store; returns the `cli` fixture with `.truth` and `.release` (the folder) set."""
+
+    def write_and_import(**options):
+        cli.release, cli.truth = write_synthetic_release(**options)
+        result = cli("import", "ofa-xlt", cli.release)
+        assert result.exit_code == 0, result.output
+        return cli
+
+    return write_and_import
+
+
+@pytest.fixture
+def synthetic_store(import_synthetic_release):
+    """The `cli` fixture over a store holding the default synthetic release (see synthetic_release.py)."""
+    return import_synthetic_release()
+
+
+@pytest.fixture
+def synthetic_runs_grid(tmp_path):
+    """Run folders of a 3 x 2 x 2 NLI grid under tmp_path/runs (see synthetic_runs.py); returns
+    (folder, {run name: (config, truth)})."""
+    folder = tmp_path / "runs"
+    return folder, write_grid(folder)

@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ofa_eval import averaging
 from ofa_eval.averaging import (accumulate_checkpoints, accumulate_with_report, average_checkpoints, file_sha256,
                                 iter_tensor_names, iter_tensors, read_tensor, write_prefix_averages)
 from ofa_eval.commands.average import average
@@ -98,7 +97,7 @@ def test_accumulate_prefixes_read_each_input_once(tmp_path, monkeypatch):
     paths = write_inputs(tmp_path, 5)
     opened = []
     real_open = os.open
-    monkeypatch.setattr(averaging.os, "open",
+    monkeypatch.setattr(os, "open",
                         lambda path, flags, *args: (opened.append(Path(path)), real_open(path, flags, *args))[1])
     report = accumulate_with_report(paths, tmp_path / "prefixes", chunk_elements=SMALL_CHUNK)
     input_opens = [path for path in opened if path in paths]
@@ -191,6 +190,15 @@ def test_mismatches_are_refused_and_nothing_is_written(tmp_path, kind, tensor, w
         message = str(raised.value)
         assert "\n" not in message and f"'{tensor}'" in message and words in message and "bad.safetensors" in message
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_dtypes_that_are_not_averaged_are_refused_naming_the_file(tmp_path):
+    state = random_state(0)
+    state["quantised.weight"] = torch.zeros(4, dtype=torch.float8_e4m3fn)
+    low_precision = tmp_path / "fp8.safetensors"
+    save_file(state, low_precision)
+    with pytest.raises(OfaError, match=r"fp8.safetensors: tensor 'quantised.weight' has dtype F8_E4M3"):
+        average_checkpoints([low_precision, low_precision], tmp_path / "avg.safetensors")
 
 
 def test_failure_midway_leaves_no_file(tmp_path, monkeypatch):

@@ -43,18 +43,45 @@ def scipy_interval(data, statistic, method, seed, n_resamples):
                            n_resamples=n_resamples, method=method, rng=np.random.default_rng(seed))
 
 
+def scipy_interval_and_its_indices(data, statistic, method, seed, n_resamples):
+    """scipy's interval, and the resample indices scipy drew for it.
+
+    The data go to scipy with one more paired sample, the positions 0..n-1, which the statistic
+    ignores: each resample of the positions is that resample's indices.
+    """
+    samples = data if isinstance(data, tuple) else (data,)
+    n = samples[0].shape[-1]
+    drawn = []
+
+    def recording_statistic(*resampled, axis=-1):
+        *values, positions = resampled
+        if positions.shape[-1] == n and positions.ndim > 1:  # a batch of resamples, not the jackknife
+            drawn.append(positions.reshape(-1, n).astype(np.int64))
+        return statistic(*values, axis=axis)
+
+    result = stats.bootstrap((*samples, np.arange(n)), recording_statistic, paired=True, vectorized=True,
+                             n_resamples=n_resamples, method=method, rng=np.random.default_rng(seed))
+    return result, np.concatenate(drawn)
+
+
 @pytest.mark.parametrize("method", ["percentile", "bca"])
 @pytest.mark.parametrize("case", CASES)
 def test_same_resamples_as_scipy_give_the_same_interval(case, method):
     make_data, statistic = CASES[case]
     data = make_data(np.random.default_rng(0))
-    ours = bootstrap_ci(data, statistic, n_resamples=2000, method=method, rng=np.random.default_rng(9))
-    theirs = scipy_interval(data, statistic, method, seed=9, n_resamples=2000)
-    if not np.allclose(ours.distribution, theirs.bootstrap_distribution):
-        pytest.skip("this scipy version draws its resample indices differently")
+    theirs, indices = scipy_interval_and_its_indices(data, statistic, method, seed=9, n_resamples=2000)
+    assert indices.shape == (2000, (data[0] if isinstance(data, tuple) else data).size)
+    ours = bootstrap_ci(data, statistic, method=method, indices=indices)
+    np.testing.assert_allclose(ours.distribution, theirs.bootstrap_distribution, rtol=1e-12)
     assert ours.low == pytest.approx(theirs.confidence_interval.low, rel=1e-12)
     assert ours.high == pytest.approx(theirs.confidence_interval.high, rel=1e-12)
     assert ours.standard_error == pytest.approx(theirs.standard_error, rel=1e-12)
+
+
+def test_paired_indices_are_the_indices_scipy_draws_for_the_same_generator_state():
+    # The module docstring promises this: ofa_eval and scipy intervals agree exactly for a seed.
+    _, theirs = scipy_interval_and_its_indices(np.arange(30.0), np.mean, "percentile", seed=9, n_resamples=500)
+    np.testing.assert_array_equal(paired_indices(30, 500, np.random.default_rng(9)), theirs)
 
 
 @pytest.mark.parametrize("method", ["percentile", "bca"])

@@ -2,15 +2,15 @@
 
 import csv
 import io
-import itertools
 import json
+import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from ofa_eval.analysis import benjamini_hochberg, holm, sign_flip_p_values
-from synthetic_release import write_release
+from references import brute_force_curves, recorded_draws
 
 
 def test_holm_matches_its_definition():
@@ -37,23 +37,33 @@ def test_exact_sign_flip_matches_scipy_permutation_test():
         assert got[column] == pytest.approx(reference, abs=1e-12)
 
 
-def test_compare_differences_are_the_protocol_differences(cli, tmp_path):
-    release = tmp_path / "release"
-    release.mkdir()
-    write_release(release, n_draws=4)
-    assert cli("import", "ofa-xlt", release).exit_code == 0
+def share_of_wins(a, b):
+    """By hand: the share of draws where a beats b, a tie counting half."""
+    points = [1.0 if x > y else 0.5 if math.isclose(x, y, abs_tol=1e-9) else 0.0 for x, y in zip(a, b)]
+    return sum(points) / len(points)
+
+
+def test_compare_differences_and_wins_match_the_protocol_and_brute_force(import_synthetic_release):
+    cli = import_synthetic_release(n_draws=4)
     args = ["--task", "ner", "--replay", "-R", 4]
     result = cli("compare", "accumulative:ca", "max-src-dev:src-dev", *args, "--format", "json")
     assert result.exit_code == 0, result.output
     by_r = json.loads(result.stdout)["by_r"]
+    assert [row["runs"] for row in by_r] == [1, 2, 3, 4]
     table = {(r["strategy"], int(r["runs"])): float(r["mean"]) for r in csv.DictReader(io.StringIO(cli(
         "protocol", "--strategy", "accumulative", "--strategy", "max-src-dev", "--variant", "ca", "--variant",
         "src-dev", *args, "--format", "csv").stdout)) if r["variant"] in ("ca", "src-dev")
         and (r["strategy"], r["variant"]) in (("accumulative", "ca"), ("max-src-dev", "src-dev"))}
+    draws = recorded_draws(cli.truth, "ner")
+    a = brute_force_curves(cli.truth, "ner", "accumulative", "ca", draws, 4)
+    b = brute_force_curves(cli.truth, "ner", "max-src-dev", "src-dev", draws, 4)
+    assert np.isclose(a, b).any()  # a tied draw, so that ties counting half is checked too
     for row in by_r:
+        r = row["runs"]
         assert row["difference"] == pytest.approx(
-            table[("accumulative", row["runs"])] - table[("max-src-dev", row["runs"])], abs=1e-5)
-        assert 0 <= row["p_a_better"] <= 1
+            table[("accumulative", r)] - table[("max-src-dev", r)], abs=1e-5)
+        assert row["difference"] == pytest.approx((a[:, r - 1] - b[:, r - 1]).mean(), abs=1e-9)
+        assert row["p_a_better"] == pytest.approx(share_of_wins(a[:, r - 1], b[:, r - 1]), abs=1e-12)
 
 
 def test_compare_rejects_a_malformed_pair(synthetic_store):

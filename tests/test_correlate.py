@@ -6,25 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from synthetic_release import write_release
-from test_protocol import brute_force_average, brute_force_selection
+from references import brute_force_curves, recorded_draws
 
 
-def curve(truth, task, strategy, variant, draws, max_r):
-    rows = []
-    for ids in draws:
-        if strategy.startswith("max-"):
-            rows.append([brute_force_selection(truth, task, strategy, variant, ids, r) for r in range(1, max_r + 1)])
-        else:
-            rows.append([brute_force_average(truth, task, variant, ids, r) for r in range(1, max_r + 1)])
-    return np.array(rows)
-
-
-def test_tracking_and_regret_match_scipy(cli, tmp_path):
-    release = tmp_path / "release"
-    release.mkdir()
-    truth = write_release(release, n_draws=5, max_r=4, seed=3)
-    assert cli("import", "ofa-xlt", release).exit_code == 0
+def test_tracking_and_regret_match_scipy(import_synthetic_release):
+    cli = import_synthetic_release(n_draws=5, max_r=4, seed=3)
     result = cli("correlate", "--task", "nli", "--model", "tiny-model", "--strategy", "accumulative",
                  "--variant", "ca", "--replay", "-R", 4, "--format", "json", "--analysis", "tracking",
                  "--analysis", "regret", "--bootstrap", 500)
@@ -32,9 +18,9 @@ def test_tracking_and_regret_match_scipy(cli, tmp_path):
     output = json.loads(result.stdout)
     tracking, regret = output["tracking"], output["regret"]
     assert len(tracking) == 3 and len(regret) == 4
-    draws = [truth.draws["nli"][k] for k in sorted(truth.draws["nli"])]
-    x = curve(truth, "nli", "accumulative", "ca", draws, 4)
-    y = curve(truth, "nli", "max-trg-dev", "trg-dev", draws, 4)
+    draws = recorded_draws(cli.truth, "nli")
+    x = brute_force_curves(cli.truth, "nli", "accumulative", "ca", draws, 4)
+    y = brute_force_curves(cli.truth, "nli", "max-trg-dev", "trg-dev", draws, 4)
     reference = {"pearson": stats.pearsonr, "spearman": stats.spearmanr, "kendall": stats.kendalltau}
     for row in tracking:
         assert row["value"] == pytest.approx(reference[row["coefficient"]](x.ravel(), y.ravel()).statistic, abs=1e-9)

@@ -135,6 +135,20 @@ def test_greedy_soup_materializes_round_by_round(store):
         assert row["mean"] == pytest.approx(expected, abs=1e-9)
 
 
+def test_report_draws_greedy_soups_beside_other_strategies(store, tmp_path):
+    """Every registered strategy has a plot style: greedy-soup once ended in a KeyError here."""
+    options = ["--task", "nli", "--variant", "ca", "--draws", 1, "--seed", 2, "-R", 3]
+    made = store("materialize", "--strategy", "greedy-soup", "--strategy", "accumulative", *options,
+                 "--out", store.averages)
+    assert made.exit_code == 0, made.output
+    result = store("report", tmp_path / "report", "--strategy", "greedy-soup", "--strategy", "accumulative",
+                   *options, "--bootstrap", 50)
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "greedy-soup" in markdown and "accumulative" in markdown
+    assert (tmp_path / "report" / "nli-tiny-xlmr-curves.png").stat().st_size > 0
+
+
 def test_soup_top_k_on_ingested_runs_averages_the_best_snapshots(store):
     made = store("materialize", "--task", "nli", "--strategy", "soup", "--soup-k", 3, "--draws", 1, "--seed", 5,
                  "-R", 2, "--out", store.averages)
@@ -169,13 +183,14 @@ def test_one_member_shortcut_matches_averaging_and_predicting(store, tmp_path):
     from ofa_eval.materialize import make_average, plan
     from ofa_eval.protocol import DrawOptions, pools_in_store
     from ofa_eval.store import connected
+    from producers.predict import predict_with_weights
 
     with connected(str(store.db), read_only=True) as con:
         plans = plan(con, pools_in_store(con, ("nli",), ()), [("accumulative", "last")], DrawOptions(n_draws=1),
                      1)
     assert len(plans) == 1 and len(plans[0].member_files) == 1
-    shortcut = make_average(plans[0], tmp_path / "shortcut")
-    computed = make_average(plans[0], tmp_path / "computed", reuse_member_predictions=False)
+    shortcut = make_average(plans[0], tmp_path / "shortcut", predict_with_weights)
+    computed = make_average(plans[0], tmp_path / "computed", predict_with_weights, reuse_member_predictions=False)
     assert not (shortcut / "model.safetensors").exists() and (computed / "model.safetensors").exists()
     files = sorted(p.name for p in (computed / "predictions").glob("*.parquet"))
     assert files and files == sorted(p.name for p in (shortcut / "predictions").glob("*.parquet"))
@@ -187,14 +202,14 @@ def test_one_member_shortcut_matches_averaging_and_predicting(store, tmp_path):
 
 def test_materialization_jobs_through_submitit_match_local_ones(store, tmp_path, monkeypatch):
     """The SLURM path with submitit's local executor: the same folders, ingested alike."""
-    from ofa_eval.commands.pipeline import _executor_maker, materialize_needed
+    from ofa_eval.commands.pipeline import executor_maker, materialize_here
     from ofa_eval.protocol import DrawOptions
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    maker = _executor_maker(tmp_path / "jobs", "local", {"timeout_min": 10})
+    maker = executor_maker(tmp_path / "jobs", "local", {"timeout_min": 10})
     options = DrawOptions(n_draws=1, seed=9)
-    made = materialize_needed(str(store.db), ("nli",), (), [("accumulative", "src-dev")], options, 2,
-                              tmp_path / "jobs", maker)
+    made = materialize_here(str(store.db), ("nli",), (), [("accumulative", "src-dev")], options, 2,
+                            tmp_path / "jobs", maker)
     assert made >= 1
     assert list((tmp_path / "jobs" / "_slurm").iterdir())  # submitit's job logs
     result = store("protocol", "--task", "nli", "--strategy", "accumulative", "--strategy", "max-src-dev",

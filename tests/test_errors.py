@@ -121,17 +121,19 @@ def test_newer_schema_is_refused(store):
 
 
 def test_a_version_1_store_is_migrated_by_a_writing_command_only(cli, tmp_path):
+    from importlib import resources
+
     import duckdb
 
-    from ofa_eval.store import _schema_sql
+    from ofa_eval.store import SCHEMA_VERSION
 
     con = duckdb.connect(str(cli.db))
-    con.execute(_schema_sql())
+    con.execute(resources.files("ofa_eval").joinpath("schema.sql").read_text())  # a version-1 store
     con.execute("INSERT INTO store_info VALUES ('schema_version', '1'), ('created_by', 'ofa-eval')")
     con.close()
-    assert_one_line_error(cli("sql", "SELECT 1"), "store schema version 1 is older than this ofa-eval's (2)")
+    assert_one_line_error(cli("sql", "SELECT 1"), f"store schema version 1 is older than this ofa-eval's ({SCHEMA_VERSION})")
     assert cli("ingest", tmp_path / "empty-runs-folder").exit_code in (0, 2)  # opens the store writable
     version = cli("sql", "SELECT value FROM store_info WHERE key = 'schema_version'", "--format", "csv")
     version = version.stdout
-    assert version.split() == ["value", "2"]
+    assert version.split() == ["value", str(SCHEMA_VERSION)]
     assert cli("sql", "SELECT count(*) AS n FROM example_stats", "--format", "csv").stdout.split() == ["n", "0"]

@@ -1,13 +1,12 @@
 """Closed-form selection moments against brute-force enumeration and Monte Carlo draws."""
 
-import itertools
 import math
-import time
 
 import numpy as np
 import pytest
 
 from ofa_eval.exact import expected_selection, expected_selection_curve, selection_probabilities
+from references import brute_force_moments, brute_force_probabilities, monte_carlo_selected_scores
 
 
 def random_grid(rng, n_configs, seed_range, integer_criteria):
@@ -20,29 +19,6 @@ def random_grid(rng, n_configs, seed_range, integer_criteria):
         criterion = rng.normal(size=config_ids.size)
     score = rng.normal(70.0, 5.0, size=config_ids.size)
     return config_ids, criterion, score
-
-
-def brute_force_probabilities(config_ids, criterion, r):
-    """Enumerate every r-subset of configurations and every seed choice; ties split uniformly."""
-    configs = sorted(set(config_ids.tolist()))
-    runs_of = {c: np.flatnonzero(config_ids == c) for c in configs}
-    probabilities = np.zeros(config_ids.size)
-    subsets = list(itertools.combinations(configs, r))
-    for subset in subsets:
-        weight_subset = 1.0 / len(subsets)
-        for picked in itertools.product(*(runs_of[c] for c in subset)):
-            weight = weight_subset / math.prod(len(runs_of[c]) for c in subset)
-            values = criterion[list(picked)]
-            winners = [run for run, value in zip(picked, values) if value == values.max()]
-            for run in winners:
-                probabilities[run] += weight / len(winners)
-    return probabilities
-
-
-def brute_force_moments(config_ids, criterion, score, r):
-    probabilities = brute_force_probabilities(config_ids, criterion, r)
-    mean = probabilities @ score
-    return mean, math.sqrt(max(probabilities @ score**2 - mean**2, 0.0))
 
 
 @pytest.mark.parametrize("integer_criteria", [False, True], ids=["continuous", "many-ties"])
@@ -99,22 +75,6 @@ def test_rejects_r_above_the_number_of_configurations_and_bad_inputs():
         expected_selection(config_ids, [1.0, 2.0, 3.0, 4.0], [1.0] * 3, r=1)
 
 
-def monte_carlo_selected_scores(config_ids, criterion, score, r, n_draws, rng):
-    """The protocol as the paper runs it: r random distinct configurations in random order, a
-    uniform seed of each, the first run with the highest criterion wins (random order makes
-    this a uniform tie-break)."""
-    configs, config_index = np.unique(config_ids, return_inverse=True)
-    runs_by_config = [np.flatnonzero(config_index == c) for c in range(configs.size)]
-    seeds = np.array([runs.size for runs in runs_by_config])
-    offsets = np.concatenate([[0], np.cumsum(seeds)[:-1]])
-    run_of = np.concatenate(runs_by_config)
-    order = np.argsort(rng.random((n_draws, configs.size)), axis=1)[:, :r]
-    seed = np.floor(rng.random(order.shape) * seeds[order]).astype(int)
-    runs = run_of[offsets[order] + seed]
-    selected = runs[np.arange(n_draws), np.argmax(criterion[runs], axis=1)]
-    return score[selected]
-
-
 @pytest.mark.parametrize("r", [1, 3, 10])
 def test_matches_monte_carlo_on_a_larger_grid(r):
     rng = np.random.default_rng(42)
@@ -128,14 +88,3 @@ def test_matches_monte_carlo_on_a_larger_grid(r):
     assert abs(sampled.mean() - exact.mean) < 4 * standard_error
     # The sample std's standard error is about std * sqrt((kurtosis - 1) / (4 n)); 3% is >5 SE.
     assert sampled.std() == pytest.approx(exact.std, rel=0.03)
-
-
-def test_fast_for_a_paper_sized_pool():
-    rng = np.random.default_rng(3)
-    config_ids = np.repeat(np.arange(21), 3)
-    criterion, score = rng.normal(size=63), rng.normal(size=63)
-    expected_selection_curve(config_ids, criterion, score, 10)  # warm-up
-    start = time.perf_counter()
-    for _ in range(10):
-        expected_selection_curve(config_ids, criterion, score, 10)
-    assert (time.perf_counter() - start) / 10 < 0.05

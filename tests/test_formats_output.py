@@ -22,7 +22,7 @@ def protocol(store, fmt):
 
 def test_csv_has_exactly_the_documented_columns(store):
     reader = csv.DictReader(io.StringIO(protocol(store, "csv")))
-    assert reader.fieldnames == ["task", "model", "strategy", "variant", "runs", "mean", "std", "draws"]
+    assert reader.fieldnames == ["task", "model", "strategy", "variant", "runs", "mean", "std", "draws", "distinct_draws"]
     assert len(list(reader)) == 6
 
 

@@ -14,7 +14,8 @@ from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
 from ofa_eval.errors import OfaError
-from ofa_eval.metrics import METRICS, drop_entity_types, extract_entities, get_metric
+from ofa_eval.metrics import drop_entity_types, extract_entities
+from ofa_eval.tasks import get_task, task_names
 
 MASAKHANER = Path(__file__).resolve().parents[2] / "shared" / "masakhaner2-sample"
 MASAKHANER_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "DATE") for p in "BI"]
@@ -106,7 +107,7 @@ def read_masakhaner(language, split):
 
 
 def test_nli_accuracy_hand_computed():
-    metric = get_metric("nli")
+    metric = get_task("nli").metric
     stats = metric.example_stats([0, 1, 2, 1], [0, 2, 2, 1])
     assert stats["correct"].tolist() == [1.0, 0.0, 1.0, 1.0]
     assert metric.aggregate(stats) == {"accuracy": 75.0}
@@ -114,7 +115,7 @@ def test_nli_accuracy_hand_computed():
 
 
 def test_nli_rejects_mismatched_or_empty_input():
-    metric = get_metric("nli")
+    metric = get_task("nli").metric
     with pytest.raises(ValueError, match="3 examples but pred has 2"):
         metric.example_stats([0, 1, 2], [0, 1])
     with pytest.raises(ValueError, match="no examples"):
@@ -140,7 +141,7 @@ QA_CASES = [
 
 
 def test_qa_hand_computed_values():
-    metric = get_metric("qa")
+    metric = get_task("qa").metric
     golds, preds = zip(*QA_CASES[:4])
     stats = metric.example_stats(golds, preds)
     assert stats["exact_match"].tolist() == [1.0, 0.0, 1.0, 1.0]
@@ -151,7 +152,7 @@ def test_qa_hand_computed_values():
 
 @pytest.mark.parametrize("gold_answers, prediction", QA_CASES)
 def test_qa_matches_squad_script_on_hand_written_cases(gold_answers, prediction):
-    stats = get_metric("qa").example_stats([gold_answers], [prediction])
+    stats = get_task("qa").metric.example_stats([gold_answers], [prediction])
     assert stats["f1"][0] == pytest.approx(
         squad_metric_max_over_ground_truths(squad_f1_score, prediction, gold_answers), abs=1e-12)
     assert stats["exact_match"][0] == squad_metric_max_over_ground_truths(
@@ -170,7 +171,7 @@ def test_qa_matches_squad_script_on_random_cases():
 
     golds = [[random_text(5) for _ in range(rng.integers(1, 4))] for _ in range(400)]
     preds = [random_text(6) if rng.random() < 0.6 else str(rng.choice(golds[i])) for i in range(400)]
-    metric = get_metric("qa")
+    metric = get_task("qa").metric
     stats = metric.example_stats(golds, preds)
     expected_f1 = [squad_metric_max_over_ground_truths(squad_f1_score, p, g) for g, p in zip(golds, preds)]
     expected_em = [squad_metric_max_over_ground_truths(squad_exact_match_score, p, g) for g, p in zip(golds, preds)]
@@ -181,7 +182,7 @@ def test_qa_matches_squad_script_on_random_cases():
 
 
 def test_qa_rejects_bad_gold():
-    metric = get_metric("qa")
+    metric = get_task("qa").metric
     with pytest.raises(ValueError, match="QA example 1 has no gold answers"):
         metric.example_stats([["a"], []], ["a", "b"])
     with pytest.raises(ValueError, match="list of answer strings"):
@@ -205,7 +206,7 @@ def test_ner_hand_written_edge_cases():
         ("PER", 1, 2), ("LOC", 3, 3), ("LOC", 4, 5), ("LOC", 6, 6)}
     assert extract_entities(["B-PER", "E-PER", "I-PER", "S-ORG", "E-ORG"]) == {
         ("PER", 0, 1), ("PER", 2, 2), ("ORG", 3, 3), ("ORG", 4, 4)}
-    metric = get_metric("ner")
+    metric = get_task("ner").metric
     scores = metric.compute([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "B-ORG"]])
     assert scores == pytest.approx({"f1": 50.0, "precision": 50.0, "recall": 50.0})
     assert metric.compute([["O", "O"]], [["O", "O"]]) == {"f1": 0.0, "precision": 0.0, "recall": 0.0}
@@ -215,7 +216,7 @@ def test_ner_hand_written_edge_cases():
 def test_ner_scores_match_seqeval_on_random_sequences(prefixes):
     rng = np.random.default_rng(42)
     labels = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "DATE") for p in prefixes]
-    metric = get_metric("ner")
+    metric = get_task("ner").metric
     for _ in range(20):
         gold = random_tag_sequences(rng, 60, prefixes=prefixes)
         pred = perturb(rng, gold, labels, rate=rng.uniform(0.0, 0.6))
@@ -226,7 +227,7 @@ def test_ner_counts_match_seqeval_get_entities():
     rng = np.random.default_rng(3)
     gold = random_tag_sequences(rng, 300)
     pred = perturb(rng, gold, MASAKHANER_TAGS, rate=0.3)
-    stats = get_metric("ner").example_stats(gold, pred)
+    stats = get_task("ner").metric.example_stats(gold, pred)
     gold_entities = [set(get_entities(tags)) for tags in gold]
     pred_entities = [set(get_entities(tags)) for tags in pred]
     assert stats["n_gold"].tolist() == [len(entities) for entities in gold_entities]
@@ -240,7 +241,7 @@ def test_ner_scores_match_seqeval_on_masakhaner(language, split):
     gold = read_masakhaner(language, split)
     rng = np.random.default_rng(11)
     pred = perturb(rng, gold, MASAKHANER_TAGS, rate=0.1)
-    metric = get_metric("ner")
+    metric = get_task("ner").metric
     scores = metric.compute(gold, pred)
     assert scores == pytest.approx(seqeval_scores(gold, pred), abs=1e-9)
     assert 40 < scores["f1"] < 95  # a 10% tag corruption leaves a plausible score
@@ -260,7 +261,7 @@ def test_drop_entity_types():
 
 
 def test_ner_rejects_bad_input():
-    metric = get_metric("ner")
+    metric = get_task("ner").metric
     with pytest.raises(ValueError, match="NER sentence 1: gold has 2 tags but pred has 1"):
         metric.example_stats([["O"], ["O", "B-PER"]], [["O"], ["O"]])
     with pytest.raises(ValueError, match="NER sentence 0: not an IOB/IOBES tag: 'PER'"):
@@ -278,15 +279,15 @@ def example_stats_per_task():
     gold_answers = [["the answer", "an answer here"], ["Paris"], ["x"]] * 20
     predictions = ["answer", "Paris!", "y"] * 20
     return {
-        "nli": get_metric("nli").example_stats(rng.integers(0, 3, 90), rng.integers(0, 3, 90)),
-        "qa": get_metric("qa").example_stats(gold_answers, predictions),
-        "ner": get_metric("ner").example_stats(gold_tags, perturb(rng, gold_tags, MASAKHANER_TAGS, 0.3)),
+        "nli": get_task("nli").metric.example_stats(rng.integers(0, 3, 90), rng.integers(0, 3, 90)),
+        "qa": get_task("qa").metric.example_stats(gold_answers, predictions),
+        "ner": get_task("ner").metric.example_stats(gold_tags, perturb(rng, gold_tags, MASAKHANER_TAGS, 0.3)),
     }
 
 
 @pytest.mark.parametrize("task", ["nli", "qa", "ner"])
 def test_aggregate_is_vectorized_over_leading_axes(task):
-    metric = get_metric(task)
+    metric = get_task(task).metric
     stats = example_stats_per_task()[task]
     n = len(next(iter(stats.values())))
     resamples = np.random.default_rng(9).integers(0, n, size=(2, 3, n))
@@ -302,16 +303,16 @@ def test_aggregate_is_vectorized_over_leading_axes(task):
 
 def test_aggregate_rejects_zero_examples():
     with pytest.raises(ValueError, match="zero examples"):
-        get_metric("nli").aggregate({"correct": np.zeros((4, 0))})
+        get_task("nli").metric.aggregate({"correct": np.zeros((4, 0))})
 
 
 def test_registry_and_unknown_task():
-    assert sorted(METRICS) == ["ner", "nli", "qa"]
-    assert (get_metric("nli").name, get_metric("qa").name, get_metric("ner").name) == ("accuracy", "f1", "f1")
-    assert get_metric("qa").names == ("f1", "exact_match")
-    assert set(get_metric("ner").names) == {"f1", "precision", "recall"}
+    assert sorted(task_names()) == ["ner", "nli", "qa"]
+    assert (get_task("nli").metric.name, get_task("qa").metric.name, get_task("ner").metric.name) == ("accuracy", "f1", "f1")
+    assert get_task("qa").metric.names == ("f1", "exact_match")
+    assert set(get_task("ner").metric.names) == {"f1", "precision", "recall"}
     with pytest.raises(OfaError) as error:
-        get_metric("pos")
+        get_task("pos").metric
     assert str(error.value) == "unknown task 'pos' (known: ner, nli, qa)"
 
 

@@ -314,6 +314,173 @@ def test_local_data_from_a_directory_and_from_explicit_files(tmp_path):
         load_task_data("nli", {**spec, "eval": spec["eval"][1:]}, tmp_path)
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+NER_ROWS = [{"tokens": ["Ada", "met", "Bo", "in", "May"], "tags": ["B-PER", "O", "B-PER", "O", "B-DATE"]},
+            {"tokens": ["Kano", "Pillars"], "tags": ["B-ORG", "I-ORG"]}]
+
+
+def test_a_data_folder_takes_the_split_names_datasets_ship_with(tmp_path):
+    from producers.data import load_task_data
+
+    for language, names in {"pcm": ("train", "dev", "test"), "hau": ("valid", "test"), "yor": ("validation",),
+                            "ibo": ("train",)}.items():
+        for name in names:
+            write_jsonl(tmp_path / "ner" / language / f"{name}.jsonl", NER_ROWS)
+    (tmp_path / "ner" / "README.md").write_text("not a split")
+    data = load_task_data("ner", {"directory": "ner", "source": "pcm"}, tmp_path)
+    assert [(e.language, e.split, e.role) for e in data.eval_sets] == [
+        ("pcm", "validation", "source"), ("pcm", "test", "source"), ("hau", "validation", "target"),
+        ("hau", "test", "target"), ("yor", "validation", "target")]  # ibo has training data only
+    data = load_task_data("ner", {"directory": "ner", "source": "pcm", "targets": ["yor"]}, tmp_path)
+    assert [(e.language, e.split) for e in data.eval_sets if e.role == "target"] == [("yor", "validation")]
+
+
+def test_a_data_folder_error_lists_the_files_found_and_the_names_expected(tmp_path):
+    from producers.data import load_task_data
+
+    write_jsonl(tmp_path / "ner" / "pcm" / "train.jsonl", NER_ROWS)
+    write_jsonl(tmp_path / "ner" / "pcm" / "develop.jsonl", NER_ROWS)
+    write_jsonl(tmp_path / "ner" / "hau" / "test.jsonl", NER_ROWS)
+    with pytest.raises(OfaError) as error:
+        load_task_data("ner", {"directory": "ner", "source": "pcm"}, tmp_path)
+    message = str(error.value)
+    assert "no validation file for the source language 'pcm'" in message
+    assert "expected pcm/dev|valid|validation.<ext>" in message and "jsonl" in message and "conll" in message
+    assert message.endswith("found: hau/test.jsonl, pcm/develop.jsonl, pcm/train.jsonl")
+    write_jsonl(tmp_path / "ner" / "pcm" / "dev.jsonl", NER_ROWS)
+    with pytest.raises(OfaError, match=r"no validation or test file for the target language 'swa'.*found: hau/test"):
+        load_task_data("ner", {"directory": "ner", "source": "pcm", "targets": ["swa"]}, tmp_path)
+    write_jsonl(tmp_path / "ner" / "pcm" / "validation.jsonl", NER_ROWS)
+    with pytest.raises(OfaError, match="two validation files for language 'pcm': pcm/dev.jsonl and pcm/validation"):
+        load_task_data("ner", {"directory": "ner", "source": "pcm"}, tmp_path)
+
+
+def test_named_files_without_a_source_validation_set_list_the_sets_found(tmp_path):
+    from producers.data import load_task_data
+
+    path = write_jsonl(tmp_path / "ner.jsonl", NER_ROWS)
+    spec = {"train": str(path), "eval": [{"dataset": "d", "language": "hau", "split": "validation", "path": str(path)}]}
+    with pytest.raises(OfaError) as error:
+        load_task_data("ner", spec)
+    assert str(error.value).endswith("found 0; the evaluation sets are: d/hau/validation (target)")
+
+
+def test_class_label_ids_are_named_through_the_datasets_features(tmp_path):
+    import datasets
+
+    from producers.data import load_task_data
+
+    names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE", "I-DATE"]  # MasakhaNER 2.0's order
+    features = datasets.Features({"id": datasets.Value("string"), "tokens": datasets.List(datasets.Value("string")),
+                                  "ner_tags": datasets.List(datasets.ClassLabel(names=names))})
+    rows = {"id": ["a", "b"], "tokens": [r["tokens"] for r in NER_ROWS],
+            "ner_tags": [[names.index(tag) for tag in r["tags"]] for r in NER_ROWS]}
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / "hub.parquet"))
+    hub_shaped = [{"tokens": r["tokens"], "ner_tags": [names.index(tag) for tag in r["tags"]]} for r in NER_ROWS]
+    write_jsonl(tmp_path / "hub.jsonl", hub_shaped)
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"features": features.to_dict()}))
+    write_jsonl(tmp_path / "renamed.jsonl", [{"words": r["tokens"], "labels": r["ner_tags"]} for r in hub_shaped])
+    expected = [r["tags"] for r in NER_ROWS]
+
+    def tags(path, **options):
+        spec = {"train": path, "eval": [{"dataset": "d", "language": "en", "split": "validation", "role": "source",
+                                         "path": path}], **options}
+        return [example["tags"] for example in load_task_data("ner", spec, tmp_path).train]
+
+    assert tags("hub.parquet") == expected  # the names datasets recorded in the Parquet file
+    assert tags("hub.jsonl", features="dataset_info.json") == expected
+    assert tags("hub.jsonl", class_labels={"ner_tags": names}) == expected
+    assert tags("renamed.jsonl", columns={"tokens": "words", "tags": "labels"},
+                class_labels={"labels": names}) == expected
+    with pytest.raises(OfaError, match=r"hub.jsonl: record 1: .*tag 1 is not a string.*class_labels"):
+        tags("hub.jsonl")
+    with pytest.raises(OfaError, match=r"label id 9 outside 0..8"):
+        write_jsonl(tmp_path / "bad.jsonl", [{"tokens": ["x"], "ner_tags": [9]}])
+        tags("bad.jsonl", class_labels={"ner_tags": names})
+
+
+def test_label_map_applies_to_training_and_evaluation_data(tmp_path):
+    from producers.data import load_task_data
+
+    path = write_jsonl(tmp_path / "ner.jsonl", NER_ROWS)
+    spec = {"train": str(path), "eval": [{"dataset": "d", "language": "en", "split": "validation", "role": "source",
+                                          "path": str(path)}], "label_map": {"DATE": "O", "ORG": "GROUP"}}
+    data = load_task_data("ner", spec)
+    expected = [["B-PER", "O", "B-PER", "O", "O"], ["B-GROUP", "I-GROUP"]]
+    assert [e["tags"] for e in data.train] == [e["tags"] for e in data.eval_sets[0].examples] == expected
+    assert data.label_names == ["O", "B-GROUP", "I-GROUP", "B-PER"]
+    with pytest.raises(OfaError, match="label_map maps entity types .* not tags: 'B-DATE'"):
+        load_task_data("ner", {**spec, "label_map": {"B-DATE": "O"}})
+    nli = write_jsonl(tmp_path / "nli.jsonl", [{"premise": "a", "hypothesis": "b", "label": 0}])
+    with pytest.raises(OfaError, match="task 'nli' does not support label_map"):
+        load_task_data("nli", {"train": str(nli), "label_map": {"neutral": "contradiction"},
+                               "eval": [{"dataset": "d", "language": "en", "split": "validation", "role": "source",
+                                         "path": str(nli)}]})
+
+
+def test_a_hub_data_table_reads_each_languages_configuration_and_splits(monkeypatch):
+    import datasets
+
+    from producers import hub
+    from producers.data import load_task_data
+
+    names = ["O", "B-PER", "I-PER", "B-DATE", "I-DATE"]
+    features = datasets.Features({"tokens": datasets.List(datasets.Value("string")),
+                                  "ner_tags": datasets.List(datasets.ClassLabel(names=names))})
+    loaded = []
+
+    def fake_load(path, configuration, split, revision=None):
+        loaded.append((path, configuration, split))
+        rows = [[f"{configuration}-{split}", "Ada"]], [[0, 1]]
+        return datasets.Dataset.from_dict({"tokens": rows[0], "ner_tags": rows[1]}, features=features)
+
+    monkeypatch.setattr(hub, "_load", fake_load)
+    spec = {"hub": {"path": "someone/ner-corpus", "configuration": "{language}_ner",
+                    "splits": {"validation": "dev"}},
+            "source": "pcm", "targets": ["hau", "yor"], "label_map": {"DATE": "O"}}
+    data = load_task_data("ner", spec)
+    assert loaded == [("someone/ner-corpus", "pcm_ner", "train"), ("someone/ner-corpus", "pcm_ner", "dev"),
+                      *(("someone/ner-corpus", f"{language}_ner", split)
+                        for language in ("hau", "yor") for split in ("dev", "test"))]
+    assert [(e.dataset, e.language, e.split, e.role) for e in data.eval_sets] == [
+        ("ner-corpus", "pcm", "validation", "source"),
+        *(("ner-corpus", language, split, "target") for language in ("hau", "yor") for split in ("validation", "test"))]
+    assert data.train[0]["tags"] == ["O", "B-PER"] and data.eval_sets[-1].examples[0]["tokens"][0] == "yor_ner-test"
+
+
+def test_hub_data_offline_is_a_one_line_error():
+    from producers.data import load_task_data
+
+    spec = {"hub": {"path": "ofa-eval-tests/no-such-dataset"}, "source": "pcm", "targets": ["hau"]}
+    with pytest.raises(OfaError) as error:
+        load_task_data("ner", spec)
+    message = str(error.value)
+    assert message.startswith("Hub dataset 'ofa-eval-tests/no-such-dataset' (configuration 'pcm', split 'train'): "
+                              "cannot be loaded") and "\n" not in message
+    assert "HF_HUB_OFFLINE=1" in message
+
+
+def test_data_tables_and_task_tables_are_checked_when_the_grid_is_read(tmp_path):
+    from producers.grid import load_grid
+
+    grid = tmp_path / "grid.toml"
+    head = 'model = "m"\nmodel_name_or_path = "x"\nlearning_rates = [1e-5]\nbatch_sizes = [8]\nseeds = [1]\n'
+    grid.write_text(head + '[ner]\ndata = { directory = "d", sorce = "pcm" }\n')
+    with pytest.raises(OfaError, match=r"grid.toml \[ner\]: data: unknown key\(s\) sorce \(known here: .*source"):
+        load_grid(grid)
+    grid.write_text(head + '[ner]\ndata = { hub = { path = "a/b" }, source = "pcm" }\n')
+    with pytest.raises(OfaError, match=r"data: missing key\(s\) targets"):
+        load_grid(grid)
+    grid.write_text(head + '[sc]\ndata = { directory = "d" }\n')
+    with pytest.raises(OfaError, match=r"\[sc\] is not a task that can be trained .*--task-module"):
+        load_grid(grid)
+
+
 def test_hub_data_names_its_task():
     from producers.hub import LANGUAGES, load_hub
 

@@ -2,53 +2,20 @@
 
 import csv
 import io
-import statistics
 
 import pytest
 
-from synthetic_release import RECIPE_WEIGHTS, write_release
-
-VARIANT_COLUMN = {"last": "last", "src-dev": "oracle-source", "ca": "avg-ckpt", "trg-dev": "oracle"}
+from references import brute_force_average, brute_force_mean_std
+from synthetic_release import RECIPE_WEIGHTS
 
 
 @pytest.fixture
-def synthetic(tmp_path, cli):
-    release_dir = tmp_path / "release"
-    release_dir.mkdir()
-    truth = write_release(release_dir, n_draws=3, max_r=4)
-    result = cli("import", "ofa-xlt", release_dir)
-    assert result.exit_code == 0, result.output
-    return truth
+def synthetic(synthetic_store):
+    return synthetic_store.truth
 
 
 def _rows(text):
     return list(csv.DictReader(io.StringIO(text)))
-
-
-def brute_force_selection(truth, task, strategy, variant, draw_ids, r):
-    """Plain Python: the target score of the first-best run among the first r of a draw."""
-    runs = truth.runs[task]
-    best = None
-    for run_id in draw_ids[:r]:
-        key = "target_dev" if strategy == "max-trg-dev" else f"source_dev_{VARIANT_COLUMN[variant]}"
-        if best is None or runs[run_id][key] > runs[best][key]:
-            best = run_id
-    return runs[best][f"target_{VARIANT_COLUMN[variant]}"]
-
-
-def brute_force_average(truth, task, recipe, draw_ids, r):
-    return truth.averages[task][(recipe, tuple(sorted(draw_ids[:r])))]
-
-
-def expected(truth, task, strategy, variant, draws, r):
-    values = []
-    for ids in draws:
-        if strategy in ("max-src-dev", "max-trg-dev"):
-            values.append(brute_force_selection(truth, task, strategy, variant, ids, r))
-        else:
-            recipe = "soup-top5" if strategy == "soup" else variant
-            values.append(brute_force_average(truth, task, recipe, ids, r))
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 @pytest.mark.parametrize("task", ["nli", "tydiqa", "ner"])
@@ -60,7 +27,7 @@ def test_replayed_protocol_matches_brute_force(cli, synthetic, task):
     assert len(rows) == 8 * 4
     draws = [synthetic.draws[task][label] for label in sorted(synthetic.draws[task])]
     for row in rows:
-        mean, std = expected(synthetic, task, row["strategy"], row["variant"], draws, int(row["runs"]))
+        mean, std = brute_force_mean_std(synthetic, task, row["strategy"], row["variant"], draws, int(row["runs"]))
         assert float(row["mean"]) == pytest.approx(mean, abs=1e-5)
         assert float(row["std"]) == pytest.approx(std, abs=1e-5)
         assert int(row["draws"]) == 3
@@ -72,7 +39,7 @@ def test_excluded_draws_are_left_out(cli, synthetic):
     assert result.exit_code == 0, result.output
     draws = [synthetic.draws["nli"][label] for label in ("0", "2")]
     for row in _rows(result.stdout):
-        mean, _ = expected(synthetic, "nli", "accumulative", "ca", draws, int(row["runs"]))
+        mean, _ = brute_force_mean_std(synthetic, "nli", "accumulative", "ca", draws, int(row["runs"]))
         assert float(row["mean"]) == pytest.approx(mean, abs=1e-5)
         assert row["draws"] == "2"
 
@@ -118,11 +85,12 @@ def test_fresh_draws_without_averaged_models_name_the_missing_member_sets(cli, s
     assert "ofa-eval materialize" in result.stderr
 
 
-def test_import_is_idempotent(cli, synthetic, tmp_path):
+def test_import_is_idempotent(synthetic_store):
+    cli = synthetic_store
     tables = ["run_table", "score_table", "average_table", "average_member_table", "draw_table", "eval_set_table"]
     query = " UNION ALL ".join(f"SELECT '{t}' AS t, count(*) AS n FROM {t}" for t in tables)
     before = cli("sql", query, "--format", "csv").stdout
-    assert cli("import", "ofa-xlt", tmp_path / "release").exit_code == 0
+    assert cli("import", "ofa-xlt", cli.release).exit_code == 0
     assert cli("sql", query, "--format", "csv").stdout == before
 
 

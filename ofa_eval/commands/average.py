@@ -53,7 +53,8 @@ def average(out, inputs, weights, accumulate, fsync, quiet):
 
     from tqdm import tqdm
 
-    from ofa_eval.averaging import accumulate_with_report, average_checkpoints, open_checkpoint
+    from ofa_eval.averaging import accumulate_with_report, average_checkpoints
+    from ofa_eval.safetensors_file import open_checkpoint
 
     paths = [Path(path) for path in inputs]
     n_tensors = len(open_checkpoint(paths[0]).entries)

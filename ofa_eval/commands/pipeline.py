@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ofa_eval.commands.results import draw_options, selection_options
+from ofa_eval.commands.options import draw_options, draws_from, pairs_from, param_names, selection_options
 from producers.commands import slurm_options
 
 
@@ -21,11 +21,13 @@ def quickstart(directory, tasks, n_draws, seed, no_averaging):
     """Generate data, train a tiny grid, ingest it, average, and print the protocol table.
 
     Everything happens offline: a small synthetic multilingual corpus per task (English source,
-    several target "languages"), a tokenizer trained on it, a tiny XLM-R-shaped model built from
-    a config, and a reduced hyperparameter grid with real snapshots, predictions and safetensors
-    weights. The runs land in DIRECTORY/runs/, the averaged models of accumulative CA averaging
-    in DIRECTORY/averages/, and the store in DIRECTORY/ofa-eval.duckdb (default DIRECTORY:
-    ./ofa-quickstart). Runs and averages already made there are reused.
+    several target "languages"), a tokenizer and a tiny XLM-R-shaped model pretrained by masked
+    language modelling on unlabeled text of every language (as `ofa-eval build-model` makes
+    one, in DIRECTORY/model/), and a reduced hyperparameter grid fine-tuned from that model, with
+    real snapshots, predictions and safetensors weights. The runs land in DIRECTORY/runs/, the
+    averaged models of accumulative CA averaging in DIRECTORY/averages/, and the store in
+    DIRECTORY/ofa-eval.duckdb (default DIRECTORY: ./ofa-quickstart). The model, runs and
+    averages already made there are reused.
     """
     from ofa_eval.formatting import render_protocol
     from ofa_eval.ingest import ingest
@@ -44,11 +46,13 @@ def quickstart(directory, tasks, n_draws, seed, no_averaging):
     pairs = strategy_pairs(("max-src-dev", "max-trg-dev"), (), soup_k=5)
     if not no_averaging:
         averaging = [("accumulative", "ca")]
-        made = materialize_needed(db, (), (), averaging, options, max_runs, out=str(root / "averages"))
+        made = materialize_here(db, (), (), averaging, options, max_runs, out=root / "averages")
         click.echo(f"{made} averaged model(s) materialized", err=True)
         pairs += averaging
     with connected(db) as con, transaction(con):
-        rows, _ = compute_protocol(con, pools_in_store(con, (), ()), pairs, options, max_runs, 5)
+        rows, notes = compute_protocol(con, pools_in_store(con, (), ()), pairs, options, max_runs, 5)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(render_protocol(rows, "table"))
     click.echo(f"\nstore: {db}  runs: {runs}\n"
                f"next: ofa-eval --db {db} report {root / 'report'}")
@@ -69,8 +73,7 @@ def _configs(con, task, model):
                    "job array), awaited here before the results are ingested.")
 @slurm_options
 @click.pass_context
-def materialize(ctx, tasks, models, strategies, variants, all_pairs, n_draws, seed, replay, exclude, max_runs,
-                soup_k, out, launcher, **slurm):
+def materialize(ctx, out, launcher, **params):
     """Make the averaged models that `protocol` would need, and score them.
 
     Takes the same options as `protocol`. For each draw and r, the members of every averaging
@@ -80,59 +83,37 @@ def materialize(ctx, tasks, models, strategies, variants, all_pairs, n_draws, se
     are skipped: the key is the members' content hashes. A one-member average reuses its
     member's predictions. Interrupted? Run it again: finished folders are reused.
     """
-    from ofa_eval.commands.results import _options, _pairs
-
-    pairs = _pairs(strategies, variants, all_pairs, soup_k)
+    slurm = {key: params.pop(key) for key in list(params) if key in param_names(slurm_options)}
+    db_path = ctx.obj["db_path"]
     maker = None
     if launcher == "slurm":
-        maker = _executor_maker(averages_root(ctx.obj["db_path"], out), "slurm", slurm)
-    made = materialize_needed(ctx.obj["db_path"], tasks, models, pairs, _options(replay, exclude, n_draws, seed),
-                              max_runs, out, maker)
+        from ofa_eval.materialize import averages_root
+
+        maker = executor_maker(averages_root(db_path, out), "slurm", slurm)
+    made = materialize_here(db_path, params["tasks"], params["models"], pairs_from(params), draws_from(params),
+                            params["max_runs"], out, maker)
     click.echo(f"{made} averaged model(s) materialized")
 
 
-def _executor_maker(root, cluster, slurm: dict):
-    """make_averages through a submitit executor whose logs go to ROOT/_slurm."""
+def executor_maker(root, cluster, slurm: dict):
+    """make_averages_with through a submitit executor whose logs go to ROOT/_slurm."""
     from ofa_eval.materialize import make_averages_with
     from producers.launch import make_executor
+    from producers.predict import predict_with_weights
 
     options = dict(slurm)
     executor = make_executor(Path(root) / "_slurm", cluster, options.pop("slurm_partition", None), **options)
-    return lambda plans, out_root: make_averages_with(executor, plans, out_root)
+    return lambda plans, out_root: make_averages_with(executor, plans, out_root, predict_with_weights)
 
 
-def averages_root(db_path, out) -> Path:
-    """Where averaged-model folders go: --out, else averages/ beside the store."""
-    return Path(out) if out else Path(db_path).resolve().parent / "averages"
+def materialize_here(db_path, tasks, models, pairs, options, max_runs, out=None, maker=None) -> int:
+    """`ofa_eval.materialize.materialize_missing` with the producers' predictor; by default the
+    averages are made in this process, one after another."""
+    from ofa_eval.materialize import averages_root, make_averages_here, materialize_missing
+    from producers.predict import predict_with_weights
 
-
-def materialize_needed(db_path, tasks, models, pairs, options, max_runs, out, maker=None) -> int:
-    """Plan with the store open, make the averages with it closed, then ingest; repeat until
-    nothing is missing (greedy soups learn their next candidates from the last round's scores).
-
-    `maker(plans, root)` makes the averaged-model folders (default: here, one after another).
-    """
-    from ofa_eval.errors import OfaError
-    from ofa_eval.materialize import ingest_averages, make_averages_here, plan
-    from ofa_eval.protocol import DEFAULT_MAX_RUNS, pools_in_store
-    from ofa_eval.store import connected
-
-    root = averages_root(db_path, out)
-    maker = maker or make_averages_here
-    made, seen = 0, set()
-    for _ in range(max_runs or DEFAULT_MAX_RUNS):  # a greedy path takes at most R - 1 rounds
-        with connected(db_path, must_exist=True) as con:
-            plans = plan(con, pools_in_store(con, tasks, models), pairs, options, max_runs)
-        if not plans:
-            break
-        keys = {(p.task, p.model, p.recipe, p.key) for p in plans}
-        if keys & seen:
-            raise OfaError(f"{root}: averaged models were made but the store still lacks them")
-        seen |= keys
-        folders = maker(plans, root)
-        with connected(db_path) as con:
-            made += ingest_averages(con, folders)
-    return made
+    maker = maker or (lambda plans, root: make_averages_here(plans, root, predict_with_weights))
+    return materialize_missing(db_path, tasks, models, pairs, options, max_runs, averages_root(db_path, out), maker)
 
 
 COMMANDS = [quickstart, materialize]

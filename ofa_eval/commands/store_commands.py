@@ -14,11 +14,15 @@ def import_group():
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.pass_context
 def import_ofa_xlt(ctx, directory):
-    """Import the paper's released results (the six *_zs / *_ra Parquet files in DIRECTORY).
+    """Import the paper's released results: the six *_zs / *_ra tables in DIRECTORY.
 
-    Every run, averaged model and recorded draw of every model in the release is stored, in
-    percent. Importing the same files again changes nothing; a missing or malformed file
-    leaves the store untouched.
+    DIRECTORY is a clone of the authors' repository (fdschmidt93/ofa-xlt; its
+    analysis/pickles/*.pkl), that pickles folder itself, or a folder of Parquet copies of the
+    same tables. The pickles are read without pandas and without running anything in them: a
+    pickle that names anything but the pandas, numpy and builtin pieces of a DataFrame is
+    refused. Every run, averaged model and recorded draw of every model in the release is
+    stored, in percent. Importing the same files again changes nothing; a missing or malformed
+    file leaves the store untouched.
     """
     from pathlib import Path
 
@@ -74,6 +78,8 @@ def sql(ctx, query, fmt):
     from ofa_eval.formatting import render_rows
     from ofa_eval.store import connected
 
+    if not query.strip():
+        raise OfaError("the query is empty")
     with connected(ctx.obj["db_path"], read_only=True) as con:
         try:
             cursor = con.execute(query)

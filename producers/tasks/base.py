@@ -1,8 +1,12 @@
 """The interface every task implements, and the data containers the tasks share.
 
-A task knows how to turn examples into model features (for training and for evaluation), how
-to turn the model's outputs back into per-example predictions, and what its gold labels are.
-Everything else (the training loop, snapshots, writing artifacts) is task-agnostic.
+A task is its engine definition (`ofa_eval.tasks.TaskDefinition`: name, metric, gold and
+prediction columns) plus the training code: how to turn examples into model features (for
+training and for evaluation), how to turn the model's outputs back into per-example
+predictions, and what its gold labels are. Everything else (the training loop, snapshots,
+writing artifacts) is task-agnostic. A task plug-in is one class deriving from `Task`,
+registered under the entry-point group `ofa_eval.tasks` or loaded from a file with
+`ofa-eval --task-module FILE.py` (docs/tasks.md). Nothing here imports torch.
 
 Examples are plain dicts with an `"id"`:
 - NLI: `premise`, `hypothesis`, `label` (int index into the label names);
@@ -15,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ofa_eval.errors import OfaError
+from ofa_eval.tasks import TaskDefinition
 
 IGNORE_INDEX = -100  # label of positions the loss skips (padding, non-first subwords)
 
@@ -28,6 +33,10 @@ class EvalSet:
     split: str  # "validation" or "test"
     role: str  # "source" (the English validation set for SRC-DEV) or "target"
     examples: list[dict] = field(repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.dataset, self.language, self.split
 
 
 @dataclass
@@ -43,10 +52,9 @@ class TaskData:
         return next(e for e in self.eval_sets if e.role == "source" and e.split == "validation")
 
 
-class Task:
-    """Base class of the task modules (nli, qa, ner)."""
+class Task(TaskDefinition):
+    """Base class of the trainable tasks (nli, qa, ner and plug-ins): the engine part plus training."""
 
-    name: str = ""
     model_class: str = ""  # the transformers Auto class
     label_keys: tuple[str, ...] = ()  # feature keys that are training labels
     head_alignment: str = "frozen-copied"  # the paper's default for this task
@@ -76,6 +84,11 @@ class Task:
     def gold(self, examples, label_names) -> list:
         """One gold value per example, in the metric's form."""
         raise NotImplementedError
+
+    def relabel(self, examples, label_map: dict[str, str]) -> list[dict]:
+        """The examples with their labels renamed by a data table's `label_map` (optional)."""
+        raise OfaError(f"task {self.name!r} does not support label_map (a task supports it by defining "
+                       "relabel, see docs/tasks.md)")
 
 
 def require(record: dict, *keys: str) -> None:

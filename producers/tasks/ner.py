@@ -5,20 +5,24 @@ ignored by the loss), sequences are truncated to `max_length` tokens (128 in the
 word's prediction is the arg-max tag of its first subword. Words cut off by truncation (or that
 tokenize to nothing) are predicted `O`, so predictions always have one tag per word.
 
-The label names are the tags of the English training data. In the gold of an evaluation set,
-entity types the model has no label for become `O`: a WikiANN model (PER, ORG, LOC) evaluated on
-MasakhaNER is not asked for DATE entities.
+The label names are the tags of the training data. In the gold of an evaluation set, entity
+types the model has no label for become `O`: a WikiANN model (PER, ORG, LOC) evaluated on
+MasakhaNER is not asked for DATE entities. A data table's `label_map` (`{DATE = "O"}`) renames
+or drops entity types in the training and evaluation data alike (`relabel`), e.g. to train on
+MasakhaNER itself as the paper evaluates it.
 """
 
 from __future__ import annotations
 
+import re
+
 from ofa_eval.errors import OfaError
 from ofa_eval.metrics import drop_entity_types
+from ofa_eval.tasks import NERDefinition
 from producers.tasks.base import IGNORE_INDEX, Task, require
 
 
-class NERTask(Task):
-    name = "ner"
+class NERTask(NERDefinition, Task):
     model_class = "AutoModelForTokenClassification"
     label_keys = ("labels",)
     head_alignment = "shared-init"
@@ -29,11 +33,18 @@ class NERTask(Task):
         return ["O"] + sorted(tags, key=lambda tag: (tag[2:], tag[:1]))
 
     def from_record(self, record):
+        """`tokens` and `tags` (or the Hub's `ner_tags`), tags as strings."""
+        record = record if "tags" in record or "ner_tags" not in record else {**record, "tags": record["ner_tags"]}
         require(record, "tokens", "tags")
-        if len(record["tokens"]) != len(record["tags"]):
-            raise OfaError(f"NER record {record.get('id')!r}: {len(record['tokens'])} tokens but "
-                           f"{len(record['tags'])} tags")
-        return {"id": record.get("id"), "tokens": list(record["tokens"]), "tags": list(record["tags"])}
+        tokens, tags = list(record["tokens"]), list(record["tags"])
+        if len(tokens) != len(tags):
+            raise OfaError(f"NER record {record.get('id')!r}: {len(tokens)} tokens but {len(tags)} tags")
+        not_text = next((tag for tag in tags if not isinstance(tag, str)), None)
+        if not_text is not None:
+            raise OfaError(f"NER record {record.get('id')!r}: tag {not_text!r} is not a string; integer ids "
+                           "(a ClassLabel) need their names: `class_labels` or `features` in the data table, "
+                           "or a Parquet file written by `datasets` (docs/producers.md)")
+        return {"id": record.get("id"), "tokens": tokens, "tags": tags}
 
     def _encode(self, examples, tokenizer, config):
         if not getattr(tokenizer, "is_fast", False):
@@ -75,6 +86,22 @@ class NERTask(Task):
         unknown = {tag[2:] for e in examples for tag in e["tags"] if tag != "O"} - known
         tags = [e["tags"] for e in examples]
         return drop_entity_types(tags, unknown) if unknown else [list(t) for t in tags]
+
+
+    def relabel(self, examples, label_map):
+        """Entity types renamed: `{DATE = "O"}` makes DATE entities O, `{PERSON = "PER"}` renames."""
+        tagged = [text for pair in label_map.items() for text in pair if re.match(r"[BIES]-", text)]
+        if tagged:
+            raise OfaError(f"label_map maps entity types (DATE = \"O\"), not tags: {tagged[0]!r}")
+        return [{**example, "tags": [_renamed(tag, label_map) for tag in example["tags"]]} for example in examples]
+
+
+def _renamed(tag: str, label_map: dict[str, str]) -> str:
+    if tag == "O":
+        return tag
+    prefix, _, entity_type = tag.partition("-")
+    renamed = label_map.get(entity_type, entity_type)
+    return "O" if renamed == "O" else f"{prefix}-{renamed}"
 
 
 def first_subwords(word_ids) -> list[bool]:

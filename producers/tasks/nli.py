@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from ofa_eval.errors import OfaError
+from ofa_eval.tasks import NLIDefinition
 from producers.tasks.base import Task, require
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
 
-class NLITask(Task):
-    name = "nli"
+class NLITask(NLIDefinition, Task):
     model_class = "AutoModelForSequenceClassification"
     label_keys = ("labels",)
     head_alignment = "frozen-copied"

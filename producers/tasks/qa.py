@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from ofa_eval.errors import OfaError
+from ofa_eval.tasks import QADefinition
 from producers.tasks.base import Task, require
 
 
-class QATask(Task):
-    name = "qa"
+class QATask(QADefinition, Task):
     model_class = "AutoModelForQuestionAnswering"
     label_keys = ("start_positions", "end_positions")
     head_alignment = "frozen-copied"

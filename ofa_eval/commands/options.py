@@ -1,0 +1,122 @@
+"""The options that several commands share, and the engine objects built from them.
+
+A command declares options with these decorators and receives them as keyword arguments;
+`pairs_from`, `draws_from` and `resampling_from` turn those into the engine's objects, so no
+command repeats the parsing or the checks.
+"""
+
+from __future__ import annotations
+
+import click
+
+FORMATS = ["table", "csv", "json", "markdown", "latex"]
+
+
+def _apply(options, function):
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def param_names(decorator) -> set[str]:
+    """The keyword names of the options an option decorator adds."""
+    return {param.name for param in getattr(decorator(lambda: None), "__click_params__", [])}
+
+
+def selection_options(function):
+    """Which pools and strategy/variant pairs."""
+    return _apply([
+        click.option("--task", "tasks", multiple=True, help="Task(s) to evaluate (default: every task in the store)."),
+        click.option("--model", "models", multiple=True,
+                     help="Model(s) to evaluate (default: every model in the store)."),
+        click.option("--strategy", "strategies", multiple=True, metavar="NAME",
+                     help="max-src-dev, max-trg-dev, accumulative, soup, greedy-soup or a registered strategy "
+                          "(repeatable; default: the paper's four, as with --all)."),
+        click.option("--variant", "variants", multiple=True, metavar="NAME",
+                     help="last, src-dev, ca or trg-dev (repeatable; default: every variant the strategy takes)."),
+        click.option("--all", "all_pairs", is_flag=True,
+                     help="Every strategy/variant pair of the paper's Tables 1 and 2."),
+    ], function)
+
+
+def pool_options(function):
+    """Which pools, for commands whose pairs are given otherwise."""
+    return _apply([
+        click.option("--task", "tasks", multiple=True, help="Task(s) (default: every task in the store)."),
+        click.option("--model", "models", multiple=True, help="Model(s) (default: every model in the store)."),
+    ], function)
+
+
+def draw_options(function):
+    """How draws are made, and how far r goes."""
+    return _apply([
+        click.option("--draws", "n_draws", type=int, default=10, show_default=True,
+                     help="Number of fresh random draws (ignored with --replay)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the fresh draws."),
+        click.option("--replay", is_flag=True, help="Use the draws recorded in the store instead of sampling."),
+        click.option("--exclude-draw", "exclude", multiple=True,
+                     help="Leave a recorded draw out (repeatable); the paper left out draw 1."),
+        click.option("--max-runs", "-R", "max_runs", type=click.IntRange(min=1),
+                     help="Largest number of runs r per draw (default: 10, or a pool's number of "
+                          "learning-rate/batch-size configurations where that is smaller)."),
+        click.option("--soup-k", type=int, default=5, show_default=True, help="Snapshots averaged by SOUP."),
+    ], function)
+
+
+def resampling_options(n_resamples: int, what: str, resample: bool = False):
+    """--bootstrap, --ci, --bootstrap-seed (and --resample): one `ResamplingOptions`."""
+    options = [
+        click.option("--bootstrap", "n_resamples", type=int, default=n_resamples, show_default=True,
+                     help=f"Bootstrap resamples for {what}."),
+        click.option("--ci", "ci_percent", type=float, default=95.0, show_default=True,
+                     help="Confidence level, percent."),
+        click.option("--bootstrap-seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the resampling."),
+    ]
+    if resample:
+        options.append(click.option(
+            "--resample", type=click.Choice(["draws", "draws+examples"]), default="draws", show_default=True,
+            help="What the intervals resample: whole draws, or draws and target test examples jointly "
+                 "(needs ingested runs' per-example statistics)."))
+    return lambda function: _apply(options, function)
+
+
+def format_option(choices=tuple(FORMATS)):
+    return click.option("--format", "fmt", type=click.Choice(list(choices)), default="table", show_default=True)
+
+
+def pairs_from(params: dict) -> list[tuple[str, str]]:
+    """The (strategy, variant) pairs that --strategy/--variant/--all ask for."""
+    from ofa_eval.protocol import strategy_pairs
+
+    everything = params.get("all_pairs")
+    return strategy_pairs(() if everything else params["strategies"], () if everything else params["variants"],
+                          params["soup_k"])
+
+
+def parse_pair(text: str, soup_k: int) -> tuple[str, str]:
+    """`accumulative:ca` -> ('accumulative', 'ca'), checked against the registry."""
+    from ofa_eval.errors import OfaError
+    from ofa_eval.protocol import strategy_pairs
+
+    if ":" not in text:
+        raise OfaError(f"{text!r}: write a pair as STRATEGY:VARIANT, e.g. accumulative:ca")
+    strategy, variant = text.split(":", 1)
+    return strategy_pairs((strategy,), (variant,), soup_k)[0]
+
+
+def draws_from(params: dict):
+    """The `DrawOptions` of --draws/--seed/--replay/--exclude-draw."""
+    from ofa_eval.protocol import DrawOptions
+
+    return DrawOptions(replay=params["replay"], exclude=tuple(params["exclude"]), n_draws=params["n_draws"],
+                       seed=params["seed"])
+
+
+def resampling_from(params: dict, method: str = "percentile"):
+    """The `ResamplingOptions` of --ci/--bootstrap/--bootstrap-seed/--resample."""
+    from ofa_eval.protocol import ResamplingOptions
+
+    return ResamplingOptions(level=params["ci_percent"] / 100, n_resamples=params["n_resamples"], method=method,
+                             seed=params["bootstrap_seed"], resample=params.get("resample", "draws"))

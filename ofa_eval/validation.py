@@ -1,0 +1,722 @@
+"""Validation of run folders (docs/artifacts.md, "What `validate` and `ingest` check"): every rule, in one place.
+
+`validate_run` lists every problem of one run folder; `validate_runs` those of every run folder
+under a root, plus the problems between folders (one run identity in two folders). `ofa-eval
+validate` prints them all; `ofa-eval ingest` stops at the first (`check_run_folders`,
+`check_run`) and refuses a run the store already holds under another name or path
+(`conflicts_with_store`).
+
+What is checked depends on the run's state: a running run's files are still being written, so
+only its manifest and its symbolic links are checked; a complete run's files are checked too.
+Cheap checks only: tables are read, but weights are not hashed (their safetensors headers are
+parsed and their sizes compared with the manifest) and nothing is ever unpickled. No torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from ofa_eval.errors import OfaError
+from ofa_eval.run_format import (AVERAGE_MANIFEST, CA_SUBJECT, EXAMPLE_ID, FORMAT_VERSION, GOLD, MANIFEST,
+                                 PREDICTIONS, WEIGHTS, predictions_folder, prediction_file, snapshot_subject)
+
+STATES = ("running", "complete")
+ROLES = ("source", "target", "extra")
+WEIGHT_STORAGE = ("all", "needed")
+HEAD_MODES = ("frozen-copied", "shared-init", "none")
+IDENTITY_KEYS = ("task", "model", "learning_rate", "batch_size", "seed")
+EPOCH_TOLERANCE = 2e-6  # the producers round a snapshot's epoch to 6 decimals
+INT32, INT64 = 2**31 - 1, 2**63 - 1  # the store's INTEGER and BIGINT columns
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a run folder: the file (or folder) it is in, and what."""
+
+    path: Path
+    message: str
+
+    def line(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules for single values: each returns what is wrong ("is ..., not ...") or None
+
+Rule = Callable[[object], "str | None"]
+
+
+def _shown(value) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float)
+
+
+def _integer(minimum: int | None = None, maximum: int = INT64) -> Rule:
+    def rule(value):
+        if type(value) is not int:
+            return f"is {_shown(value)}, not an integer"
+        if minimum is not None and value < minimum:
+            return f"is {value}, less than {minimum}"
+        if value > maximum or value < -maximum - 1:
+            return f"is {value}, outside {-maximum - 1}..{maximum}"
+        return None
+    return rule
+
+
+def _number(minimum: float | None = None, maximum: float | None = None, positive: bool = False) -> Rule:
+    def rule(value):
+        if not _is_number(value):
+            return f"is {_shown(value)}, not a number"
+        if not math.isfinite(value):
+            return f"is {_shown(value)}, not a finite number"
+        if positive and value <= 0:
+            return f"is {value}, not positive"
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            low, high = ("-inf" if minimum is None else minimum), ("inf" if maximum is None else maximum)
+            return f"is {value}, outside {low}..{high}"
+        return None
+    return rule
+
+
+def _text(value):
+    return None if isinstance(value, str) and value.strip() else f"is {_shown(value)}, not a non-empty string"
+
+
+def _choice(*choices: str) -> Rule:
+    def rule(value):
+        if isinstance(value, str) and value in choices:
+            return None
+        return f"is {_shown(value)}, not one of {', '.join(choices)}"
+    return rule
+
+
+def _is_file_text(value) -> bool:
+    """A string that can be (part of) a file name: non-empty, no NUL, encodable."""
+    return isinstance(value, str) and bool(value) and "\0" not in value and value.isprintable()
+
+
+def _plain_name(value):
+    """A name that becomes part of file names: no folders, nothing that climbs out of one."""
+    if not _is_file_text(value) or value in (".", "..") or any(c in value for c in "/\\"):
+        return f"is {_shown(value)}, not a plain name (it becomes part of file names)"
+    return None
+
+
+def _sha256(value):
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return None
+    return f"is {_shown(value)}, not a SHA-256 hex digest"
+
+
+def _relative_path(value):
+    """A path inside the run folder, relative to it."""
+    if not _is_file_text(value):
+        return f"is {_shown(value)}, not a path"
+    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or PureWindowsPath(value).drive:
+        return f"is {_shown(value)}, an absolute path (paths are relative to the run folder)"
+    if ".." in PurePosixPath(value.replace("\\", "/")).parts:
+        return f"is {_shown(value)}, a path that leaves the run folder"
+    return None
+
+
+def _label_names(value):
+    if not (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+        return f"is {_shown(value)}, not a list of non-empty strings"
+    if len(set(value)) < len(value):
+        return f"names {next(v for v in value if value.count(v) > 1)!r} twice"
+    return None
+
+
+def _optional(rule: Rule) -> Rule:
+    return lambda value: None if value is None else rule(value)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A JSON object with these fields ({key: (required, rule)}); `nullable`: null is fine too."""
+
+    fields: dict
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Records:
+    """A JSON list of `Record`s."""
+
+    record: Record
+
+
+SNAPSHOT = Record({
+    "index": (True, _integer(1, INT32)),
+    "step": (True, _integer(1)),
+    "epoch": (False, _optional(_number(minimum=0))),
+    "source_validation": (False, _optional(_number(0, 100))),
+    "weights": (False, _optional(_relative_path)),
+    "sha256": (False, _optional(_sha256)),
+    "bytes": (False, _optional(_integer(0))),
+})
+EVAL_SET = Record({
+    "dataset": (True, _plain_name),
+    "language": (True, _plain_name),
+    "split": (True, _plain_name),
+    "role": (True, _choice(*ROLES)),
+    "gold": (True, _relative_path),
+    "inputs": (False, _relative_path),
+    "n_examples": (False, _integer(1, INT32)),
+})
+WEIGHTS_RECORD = Record({
+    "weights": (False, _optional(_relative_path)),
+    "sha256": (False, _optional(_sha256)),
+    "bytes": (False, _optional(_integer(0))),
+}, nullable=True)
+MANIFEST_FIELDS = {
+    "state": (True, _choice(*STATES)),
+    "task": (True, _text),
+    "model": (True, _text),
+    "learning_rate": (True, _number(positive=True)),
+    "batch_size": (True, _integer(1, INT32)),
+    "seed": (True, _integer()),
+    "snapshots": (True, Records(SNAPSHOT)),
+    "eval_sets": (True, Records(EVAL_SET)),
+    "run_name": (False, _plain_name),
+    "model_name_or_path": (False, _text),
+    "epochs": (False, _optional(_integer(1, INT32))),
+    "max_length": (False, _integer(1)),
+    "weight_decay": (False, _number(minimum=0)),
+    "warmup_ratio": (False, _number(0, 1)),
+    "max_grad_norm": (False, _optional(_number(minimum=0))),
+    "weight_storage": (False, _choice(*WEIGHT_STORAGE)),
+    "code_version": (False, _text),
+    "label_names": (False, _label_names),
+    "head_alignment": (False, Record({"mode": (True, _choice(*HEAD_MODES)),
+                                      "head_sha256": (False, _optional(_sha256))})),
+    "task_settings": (False, Record({key: (False, _integer(1)) for key in
+                                     ("stride", "n_best", "max_answer_length", "eval_batch_size")})),
+    "snapshots_per_run": (False, _integer(1)),
+    "total_steps": (False, _optional(_integer(1))),
+    "bytes_on_disk": (False, _integer(0)),
+    "ca": (False, WEIGHTS_RECORD),
+}
+
+
+def _field_problems(record: dict, fields: dict, where: str) -> list[str]:
+    problems = []
+    for key, (required, rule) in fields.items():
+        if key in record:
+            problems += _value_problems(record[key], rule, f"{where}{key}")
+        elif required:
+            problems.append(f"{where}{key} is missing")
+    return problems
+
+
+def _value_problems(value, rule, label: str) -> list[str]:
+    if isinstance(rule, Records):
+        if not isinstance(value, list):
+            return [f"{label} is {_shown(value)}, not a list"]
+        return [p for n, item in enumerate(value) for p in _value_problems(item, rule.record, f"{label}[{n}]")]
+    if isinstance(rule, Record):
+        if value is None and rule.nullable:
+            return []
+        if not isinstance(value, dict):
+            return [f"{label} is {_shown(value)}, not an object"]
+        return _field_problems(value, rule.fields, f"{label}.")
+    problem = rule(value)
+    return [f"{label} {problem}"] if problem else []
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest
+
+
+def _read_manifest(run_dir: Path) -> tuple[dict | None, list[Problem]]:
+    """The manifest when it can be interpreted at all (a JSON object of a known format), and why not."""
+    path = run_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, [Problem(path, f"not a readable JSON manifest ({error})")]
+    if not isinstance(manifest, dict):
+        return None, [Problem(path, f"not a readable JSON manifest (a JSON {type(manifest).__name__}, not an object)")]
+    if "format_version" not in manifest:
+        return None, [Problem(path, "missing key(s) format_version")]
+    if manifest["format_version"] != FORMAT_VERSION or type(manifest["format_version"]) is not int:
+        return None, [Problem(path, f"artifact format {_shown(manifest['format_version'])} "
+                                    f"(this ofa-eval reads {FORMAT_VERSION})")]
+    return manifest, []
+
+
+# What the file checks and the consistency checks read: when one of these is malformed they are skipped
+FILE_KEYS = ("state", "task", "snapshots", "eval_sets", "ca", "label_names")
+CONSISTENCY_KEYS = FILE_KEYS + ("snapshots_per_run", "total_steps", "epochs", "weight_storage")
+
+
+def manifest_problems(run_dir: Path) -> tuple[dict | None, list[Problem]]:
+    """(the manifest, or None where its files cannot be checked; its problems): every field's type,
+    finiteness and range, the task, and the consistency of its snapshot and evaluation set records."""
+    manifest, problems = _read_manifest(run_dir)
+    if manifest is None:
+        return None, problems
+    by_key = {key: _field_problems(manifest, {key: spec}, "") for key, spec in MANIFEST_FIELDS.items()}
+    messages = [message for found in by_key.values() for message in found]
+    task_problem = None if by_key["task"] else _task_problem(manifest)
+    messages += [task_problem] if task_problem else []
+    if not any(by_key[key] for key in CONSISTENCY_KEYS):
+        messages += _snapshot_problems(manifest) + _eval_set_problems(manifest) + _weight_storage_problems(manifest)
+    usable = not any(by_key[key] for key in FILE_KEYS) and task_problem is None
+    return (manifest if usable else None), [Problem(run_dir / MANIFEST, message) for message in messages]
+
+
+def _task_problem(manifest: dict) -> str | None:
+    from ofa_eval.tasks import get_task
+
+    try:
+        get_task(manifest.get("task"))
+    except OfaError as error:
+        return str(error)
+    return None
+
+
+def _snapshot_problems(manifest: dict) -> list[str]:
+    snapshots, complete = manifest["snapshots"], manifest["state"] == "complete"
+    per_run, total = manifest.get("snapshots_per_run"), manifest.get("total_steps")
+    indexes, steps = [s["index"] for s in snapshots], [s["step"] for s in snapshots]
+    problems = []
+    if complete and not snapshots:
+        problems.append("a complete run without snapshots")
+    if indexes != list(range(1, len(indexes) + 1)):
+        problems.append(f"snapshot indexes are {indexes}, not 1..{len(indexes)} in order")
+    if per_run is not None and (len(snapshots) > per_run or (complete and len(snapshots) != per_run)):
+        problems.append(f"{len(snapshots)} snapshots, snapshots_per_run is {per_run}")
+    if any(later <= earlier for earlier, later in zip(steps, steps[1:])):
+        problems.append(f"snapshot steps {steps} do not increase")
+    if total is not None:
+        problems += _schedule_problems(snapshots, total, per_run)
+        problems += _epoch_problems(snapshots, total, manifest.get("epochs"))
+    return problems
+
+
+def _schedule_problems(snapshots: list[dict], total: int, per_run: int | None) -> list[str]:
+    """Snapshots at every 1/snapshots_per_run of the total_steps, the last at the last step."""
+    past = [s for s in snapshots if s["step"] > total]
+    if past:
+        return [f"snapshot {past[0]['index']} at step {past[0]['step']}, past total_steps {total}"
+                + (f" ({len(past)} snapshots past it)" if len(past) > 1 else "")]
+    if per_run is None or per_run > total:
+        return [] if per_run is None else [f"total_steps {total} is fewer than snapshots_per_run {per_run}"]
+    for s in snapshots[:per_run]:
+        expected = s["index"] * total // per_run
+        if s["step"] != expected:
+            return [f"snapshot {s['index']} at step {s['step']}; with {total} total_steps and {per_run} "
+                    f"snapshots_per_run it is taken at step {expected}"]
+    return []
+
+
+def _epoch_problems(snapshots: list[dict], total: int, epochs: int | None) -> list[str]:
+    if epochs is None:
+        return []
+    for s in snapshots:
+        if s.get("epoch") is not None and abs(s["epoch"] - s["step"] * epochs / total) > EPOCH_TOLERANCE:
+            return [f"snapshot {s['index']} at epoch {s['epoch']}, but step {s['step']} of {total} "
+                    f"total_steps over {epochs} epochs is epoch {round(s['step'] * epochs / total, 6)}"]
+    return []
+
+
+def _eval_set_problems(manifest: dict) -> list[str]:
+    keys = [(e["dataset"], e["language"], e["split"]) for e in manifest["eval_sets"]]
+    problems = [f"eval set {'/'.join(key)} is listed twice" for n, key in enumerate(keys) if key in keys[:n]]
+    if manifest["state"] == "complete" and not any(e["role"] == "source" and e["split"] == "validation"
+                                                   for e in manifest["eval_sets"]):
+        problems.append("no source-language validation set (role source, split validation)")
+    return problems
+
+
+def _weight_storage_problems(manifest: dict) -> list[str]:
+    """A complete run keeps the weights its weight_storage promises: every snapshot, or at least LAST."""
+    snapshots, storage = manifest["snapshots"], manifest.get("weight_storage")
+    if manifest["state"] != "complete" or not snapshots or storage is None:
+        return []
+    missing = [s["index"] for s in snapshots if not s.get("weights")]
+    if storage == "all" and missing:
+        return [f"weight_storage is 'all' but snapshot(s) {missing} have no weights"]
+    if snapshots[-1]["index"] in missing:
+        return [f"the last snapshot ({snapshots[-1]['index']}) has no weights"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# The files of a run folder
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, its symbolic links resolved, lies in `root` (itself resolved)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def link_problems(run_dir: Path) -> list[Problem]:
+    """Symbolic links anywhere in the run folder that lead out of it (a link loop counts as leaving)."""
+    root, problems = run_dir.resolve(), []
+    for folder, dirs, files in os.walk(run_dir):
+        for name in sorted(dirs + files):
+            path = Path(folder) / name
+            if path.is_symlink() and not _inside(path, root):
+                problems.append(Problem(path, f"a symbolic link to {os.readlink(path)}, outside the run folder"))
+    return problems
+
+
+def _weight_records(manifest: dict) -> list[tuple[str, dict]]:
+    records = [(f"snapshots[{n}]", s) for n, s in enumerate(manifest["snapshots"])]
+    return records + ([("ca", manifest["ca"])] if manifest.get("ca") else [])
+
+
+def weight_problems(run_dir: Path, manifest: dict) -> list[Problem]:
+    """Every weight file the manifest names: present, a well-formed safetensors file, of the recorded size."""
+    from ofa_eval.safetensors_file import read_header
+
+    root, problems = run_dir.resolve(), []
+    for where, record in _weight_records(manifest):
+        if not record.get("weights"):
+            continue
+        path = run_dir / record["weights"]
+        if not _inside(path, root):
+            continue  # reported by link_problems
+        try:
+            if not path.is_file():
+                problems.append(Problem(path, f"file not found ({where}.weights in {MANIFEST})"))
+                continue
+            read_header(path)
+            size = path.stat().st_size
+        except OfaError as error:
+            problems.append(_problem_from(error, path))
+            continue
+        except OSError as error:
+            problems.append(_unreadable(path, error))
+            continue
+        if record.get("bytes") is not None and record["bytes"] != size:
+            problems.append(Problem(path, f"{size} bytes, the manifest says {record['bytes']}"))
+    return problems
+
+
+def _unreadable(path: Path, error: OSError) -> Problem:
+    return Problem(path, f"cannot be read ({error.strerror or error})")
+
+
+def _problem_from(error: OfaError, path: Path) -> Problem:
+    """A Problem from an OfaError whose message starts with `path` (as the file readers' do)."""
+    message, prefix = str(error), f"{path}: "
+    return Problem(path, message[len(prefix):] if message.startswith(prefix) else message)
+
+
+def leftover_problems(run_dir: Path, manifest: dict) -> list[Problem]:
+    """Prediction folders and weight files of a complete run that its manifest does not list
+    (left by an earlier attempt, e.g. a run resumed after its grid was edited)."""
+    subjects = {snapshot_subject(s["index"]) for s in manifest["snapshots"]}
+    subjects |= {CA_SUBJECT} if manifest.get("ca") else set()
+    weights = {(run_dir / r["weights"]).resolve() for _, r in _weight_records(manifest) if r.get("weights")}
+    problems = [Problem(folder, "a prediction folder the manifest does not list")
+                for folder in _visible(run_dir / PREDICTIONS) if folder.name not in subjects]
+    problems += [Problem(path, "a weight file the manifest does not list")
+                 for path in _visible(run_dir / WEIGHTS) if path.resolve() not in weights]
+    return problems
+
+
+def _visible(folder: Path) -> list[Path]:
+    """The entries of `folder` (none if it is absent), without hidden ones (temporary files of a killed write)."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Gold and prediction tables
+
+
+@dataclass
+class _Table:
+    path: Path
+    ids: object  # polars Series of example ids
+    values: object  # polars Series of the task's value column
+
+
+def _read_table(path: Path, root: Path, column: str) -> tuple[_Table | None, list[Problem]]:
+    """A gold or prediction table with well-formed example ids, or its problems."""
+    from ofa_eval.parquet import read_parquet
+
+    if not _inside(path, root):
+        return None, []  # reported by link_problems
+    try:
+        frame = read_parquet(path, (EXAMPLE_ID, column))
+    except OfaError as error:
+        return None, [_problem_from(error, path)]
+    except OSError as error:
+        return None, [_unreadable(path, error)]
+    ids = frame[EXAMPLE_ID]
+    if str(ids.dtype) != "String":
+        return None, [Problem(path, f"column '{EXAMPLE_ID}' holds {ids.dtype}, not strings")]
+    if ids.null_count():
+        return None, [Problem(path, f"column '{EXAMPLE_ID}' has {ids.null_count()} missing value(s)")]
+    if ids.n_unique() < len(ids):
+        duplicated = ids.filter(ids.is_duplicated())
+        return None, [Problem(path, f"{len(duplicated)} rows share an example id, e.g. {duplicated[0]!r}")]
+    return _Table(path, ids, frame[column]), []
+
+
+def table_problems(run_dir: Path, manifest: dict) -> list[Problem]:
+    """Every evaluation set's gold table and every subject's prediction table: present, readable,
+    with the task's columns and value types, one row per example, the same example ids."""
+    from ofa_eval.tasks import get_task
+
+    task, root, problems = get_task(manifest["task"]), run_dir.resolve(), []
+    subjects = [snapshot_subject(s["index"]) for s in manifest["snapshots"]]
+    subjects += [CA_SUBJECT] if manifest.get("ca") else []
+    for eval_set in manifest["eval_sets"]:
+        gold, found = _read_table(run_dir / eval_set["gold"], root, task.gold_column)
+        problems += found
+        gold_values = _value_problems_of(task, "gold", gold, manifest.get("label_names")) if gold is not None else []
+        problems += (_row_count_problems(gold, eval_set) if gold is not None else []) + gold_values
+        for subject in subjects:
+            path = run_dir / predictions_folder(subject) / prediction_file(
+                eval_set["dataset"], eval_set["language"], eval_set["split"])
+            predictions, found = _read_table(path, root, task.prediction_column)
+            problems += found
+            if predictions is not None:
+                problems += _prediction_problems(task, predictions, gold, manifest.get("label_names"),
+                                                 pair=not gold_values)
+    return problems
+
+
+def _row_count_problems(gold: _Table, eval_set: dict) -> list[Problem]:
+    expected = eval_set.get("n_examples")
+    if expected is None or len(gold.ids) == expected:
+        return []
+    return [Problem(gold.path, f"{len(gold.ids)} rows, the manifest's n_examples is {expected}")]
+
+
+def _value_problems_of(task, kind: str, table: _Table, label_names) -> list[Problem]:
+    problem = task.value_problem(kind, table.values, label_names)
+    return [Problem(table.path, problem)] if problem else []
+
+
+def _prediction_problems(task, predictions: _Table, gold: _Table | None, label_names, pair: bool) -> list[Problem]:
+    """The prediction table's values, its example ids against the gold's (None: unreadable) and,
+    when both tables' values are well formed (`pair`: the gold's are), pairs of gold and predicted values."""
+    problems = _value_problems_of(task, "prediction", predictions, label_names)
+    if gold is None:
+        return problems
+    id_problem = _id_problem(gold.ids, predictions.ids)
+    if id_problem:
+        return problems + [Problem(predictions.path, id_problem)]
+    if pair and not problems:
+        gold_order, order = gold.ids.arg_sort(), predictions.ids.arg_sort()
+        pair_problem = task.pair_problem(gold.ids.gather(gold_order), gold.values.gather(gold_order),
+                                         predictions.values.gather(order))
+        problems += [Problem(predictions.path, pair_problem)] if pair_problem else []
+    return problems
+
+
+def _id_problem(gold_ids, prediction_ids) -> str | None:
+    missing = gold_ids.filter(~gold_ids.is_in(prediction_ids.implode()))
+    extra = prediction_ids.filter(~prediction_ids.is_in(gold_ids.implode()))
+    parts = []
+    if len(missing):
+        parts.append(f"no prediction for {len(missing)} gold example(s), e.g. {missing[0]!r}")
+    if len(extra):
+        parts.append(f"{len(extra)} example id(s) not in the gold table, e.g. {extra[0]!r}")
+    return "; ".join(parts) or None
+
+
+# ---------------------------------------------------------------------------------------------
+# One run folder, and every run folder under a root
+
+
+def validate_run(run_dir: Path) -> list[Problem]:
+    """Every problem of one run folder (an empty list when it is fine)."""
+    run_dir = Path(run_dir)
+    manifest, problems = manifest_problems(run_dir)
+    problems += _unreadable_as_problem(link_problems, run_dir)
+    if manifest is not None and manifest["state"] == "complete":
+        for check in (weight_problems, table_problems, leftover_problems):
+            problems += _unreadable_as_problem(check, run_dir, manifest)
+    return problems
+
+
+def _unreadable_as_problem(check, run_dir: Path, *args) -> list[Problem]:
+    """`check`'s problems; a file it could not read at all (permissions, a name too long) is one."""
+    try:
+        return check(run_dir, *args)
+    except OSError as error:
+        return [_unreadable(Path(error.filename or run_dir), error)]
+
+
+def check_run(run_dir: Path) -> dict:
+    """The manifest of a run folder without problems; OfaError with the first problem otherwise."""
+    run_dir = Path(run_dir)
+    problems = validate_run(run_dir)
+    if problems:
+        raise OfaError(problems[0].line())
+    return json.loads((run_dir / MANIFEST).read_text())
+
+
+def looks_like_run(folder: Path) -> bool:
+    """A folder holding what a run folder holds from its start (gold/ or predictions/), but not an averaged model."""
+    return not (folder / AVERAGE_MANIFEST).exists() and any((folder / name).is_dir() for name in (GOLD, PREDICTIONS))
+
+
+@dataclass
+class Discovery:
+    """What is under a root: run folders (with a manifest), run-like folders without one, and warnings."""
+
+    run_dirs: list[Path]
+    without_manifest: list[Path]
+    warnings: list[str]
+
+
+def find_run_folders(root: Path) -> Discovery:
+    """The run folders under `root` (or `root` itself): folders holding a manifest.json. Folders that
+    look like run folders but have no manifest are listed apart; symbolic links are not followed."""
+    root = Path(root)
+    if not root.is_dir():
+        raise OfaError(f"{root}: not a directory")
+    if (root / MANIFEST).is_file():
+        return Discovery([root], [], [])
+    if looks_like_run(root):
+        return Discovery([], [root], [])
+    found = Discovery([], [], [])
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs.sort()
+        if MANIFEST in files:
+            found.run_dirs.append(here)
+            dirs.clear()
+        elif here != root and looks_like_run(here):
+            found.without_manifest.append(here)
+            dirs.clear()
+        for name in [d for d in dirs if (here / d).is_symlink()]:
+            if (here / name / MANIFEST).is_file() or looks_like_run(here / name):
+                found.warnings.append(f"{here / name}: a symbolic link to a run folder, not followed")
+    found.warnings += [f"{folder}: no {MANIFEST}, skipped (a run that never started writing, or a damaged copy)"
+                       for folder in found.without_manifest]
+    if not found.run_dirs:
+        found.warnings.append(f"{root}: no run folders (folders holding a {MANIFEST})")
+    return found
+
+
+def _run_name(manifest: dict, run_dir: Path) -> str:
+    """The run's name in the store: its manifest's run_name, else its folder's name (as ingest stores it)."""
+    name = manifest.get("run_name")
+    return name if isinstance(name, str) and name else run_dir.name
+
+
+def _identity(manifest: dict) -> tuple | None:
+    """(task, model, learning rate, batch size, seed) when every part is well formed."""
+    values = tuple(manifest.get(key) for key in IDENTITY_KEYS)
+    task, model, learning_rate, batch_size, seed = values
+    if not (isinstance(task, str) and isinstance(model, str) and _is_number(learning_rate)
+            and math.isfinite(learning_rate) and type(batch_size) is int and type(seed) is int):
+        return None
+    return task, model, float(learning_rate), batch_size, seed
+
+
+def identity_problems(manifests: dict[Path, dict]) -> list[Problem]:
+    """Two run folders that are one run: the same run name (task, model), or the same task, model,
+    learning rate, batch size and seed. Each problem names both folders."""
+    problems, names, configurations = [], {}, {}
+    for run_dir, manifest in manifests.items():
+        identity = _identity(manifest)
+        if identity is None:
+            continue
+        name = (identity[0], identity[1], _run_name(manifest, run_dir))
+        if name in names:
+            problems.append(Problem(run_dir / MANIFEST,
+                                    f"run {name[2]!r} ({name[0]}, {name[1]}) is also in {names[name]}"))
+        elif identity in configurations:
+            problems.append(Problem(run_dir / MANIFEST, "the same task, model, learning rate, batch size and seed "
+                                                        f"as {configurations[identity]}"))
+        names.setdefault(name, run_dir)
+        configurations.setdefault(identity, run_dir)
+    return problems
+
+
+def _readable_manifests(run_dirs: list[Path]) -> dict[Path, dict]:
+    manifests = {}
+    for run_dir in run_dirs:
+        manifest, _ = _read_manifest(run_dir)
+        if manifest is not None:
+            manifests[run_dir] = manifest
+    return manifests
+
+
+def validate_runs(root: Path) -> tuple[list[Path], list[Problem], list[str]]:
+    """(run folders, every problem of every run folder under `root` and between them, warnings).
+
+    `root` itself a run-like folder without a manifest is a problem; such folders under it are warnings.
+    """
+    found = find_run_folders(root)
+    problems = [Problem(folder / MANIFEST, "file not found (a run folder without its manifest)")
+                for folder in found.without_manifest if folder == Path(root)]
+    for run_dir in found.run_dirs:
+        problems += validate_run(run_dir)
+    problems += identity_problems(_readable_manifests(found.run_dirs))
+    return found.run_dirs, problems, found.warnings
+
+
+def check_run_folders(root: Path, warn: Callable[[str], None] | None = None) -> list[Path]:
+    """For ingest: the run folders under `root`, their manifests checked and no run in two folders.
+
+    OfaError with the first problem: `root` a run folder without a manifest, a malformed manifest
+    (of a running run too), or two folders holding one run. Run-like folders without a manifest
+    under `root` are skipped with a warning (`warn`, default: a `warning:` line on stderr).
+    """
+    root = Path(root)
+    found = find_run_folders(root)
+    if found.without_manifest == [root]:
+        raise OfaError(f"{root / MANIFEST}: file not found (a run folder without its manifest)")
+    for line in found.warnings:
+        (warn or _warn_on_stderr)(line)
+    for run_dir in found.run_dirs:
+        _, problems = manifest_problems(run_dir)
+        if problems:
+            raise OfaError(problems[0].line())
+    problems = identity_problems(_readable_manifests(found.run_dirs))
+    if problems:
+        raise OfaError(problems[0].line())
+    return found.run_dirs
+
+
+def _warn_on_stderr(line: str) -> None:
+    print(f"warning: {line}", file=sys.stderr)
+
+
+def conflicts_with_store(con, manifest: dict, run_dir: Path) -> str | None:
+    """Why the store cannot take this run, or None: it already holds the run's name (for its task
+    and model) from another folder, or another run of the same task, model, learning rate, batch
+    size and seed. A run ingested before from this very folder is no conflict (ingest skips it)."""
+    identity = _identity(manifest)
+    if identity is None:
+        return None
+    task, model, learning_rate, batch_size, seed = identity
+    name, here = _run_name(manifest, Path(run_dir)), str(Path(run_dir).resolve())
+    rows = con.execute(
+        "SELECT external_id, path, origin FROM runs WHERE task = ? AND model = ? AND "
+        "(external_id = ? OR (learning_rate = ? AND batch_size = ? AND seed = ?)) ORDER BY run_id",
+        [task, model, name, learning_rate, batch_size, seed]).fetchall()
+    for external_id, path, origin in rows:
+        if external_id == name and path == here:
+            continue
+        where = f"ingested from {path}" if path else f"imported from {origin}"
+        if external_id == name:
+            return f"{Path(run_dir) / MANIFEST}: the store already has a run named {name!r} ({task}, {model}), {where}"
+        return (f"{Path(run_dir) / MANIFEST}: the store already has run {external_id!r} ({where}) with the same "
+                f"task, model, learning rate, batch size and seed")
+    return None

@@ -1,0 +1,281 @@
+"""`train` and `materialize` on a real SLURM cluster (tests/slurm_cluster.py; CI starts a
+single-node one with .ci/slurm-up.sh): idempotent submission, cancelled, preempted and stale
+jobs, bounded waiting with partial success, and artifacts bit-identical to `--launcher local`.
+
+The reference for every artifact is the same grid trained by `--launcher local`. Checks that
+are refused before anything is queued (the grid, the resources) run without a cluster too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
+
+OFA_EVAL = Path(sys.executable).with_name("ofa-eval")
+TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+SIZES = {"train": 1000, "validation": 8, "test": 8}  # 125 steps per epoch: time to cancel a run mid-way
+SMALL = ["--slurm-cpus", "1", "--slurm-mem-gb", "1"]  # two jobs side by side on a 2-core node
+BOUND_S = 300  # no single command of these tests should take longer; a hang fails instead of blocking CI
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A synthetic NER corpus, a tiny model, and a grid of 2 configurations (one seed)."""
+    import torch
+
+    from producers import modeling, synthetic
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("slurm-world")
+    synthetic.write_corpus(root / "data", sizes=SIZES)
+    modeling.build_tiny_model(root / "model", synthetic.corpus_texts(root / "data"), vocab_size=300, **TINY)
+    write_grid(root / "grid.toml", epochs=2)
+    return root
+
+
+def write_grid(path: Path, epochs: int, batch_size: int = 8) -> Path:
+    path.write_text("\n".join([
+        'model = "tiny"', 'model_name_or_path = "./model"', "learning_rates = [1e-2, 5e-3]",
+        f"batch_sizes = [{batch_size}]", "seeds = [1]", f"epochs = {epochs}", "max_length = 48",
+        'weight_storage = "needed"', "[ner]", 'data = { directory = "data/ner", dataset = "synth-ner" }',
+        'head_alignment = { mode = "shared-init", seed = 0 }']) + "\n")
+    return path
+
+
+def ofa(*args, env=None, db=None) -> subprocess.CompletedProcess:
+    """The ofa-eval command, in a process of its own (one CPU thread, offline)."""
+    env = {**(env or os.environ), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [str(OFA_EVAL), *(["--db", str(db)] if db else []), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=BOUND_S)
+
+
+def start(*args, env, db=None) -> subprocess.Popen:
+    env = {**env, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    command = [str(OFA_EVAL), *(["--db", str(db)] if db else []), *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def local_runs(world):
+    """The reference: the grid trained here, one run after another."""
+    result = ofa("train", world / "grid.toml", "--out", world / "runs-local", "--quiet")
+    assert result.returncode == 0, result.stderr
+    return world / "runs-local"
+
+
+# --- SLURM, asked directly (the test's own view of the queue) -----------------------------------
+
+
+def squeue(env, job_ids) -> dict[str, str]:
+    """{job id: state} of the given jobs (array tasks one by one), ended ones included."""
+    bases = ",".join(sorted({str(j).split("_")[0] for j in job_ids}))
+    out = subprocess.run(["squeue", "--array", "--states=all", "--noheader", "--format=%i %T", f"--jobs={bases}"],
+                         capture_output=True, text=True, env=env).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def scancel(env, *job_ids, signal=None) -> None:
+    subprocess.run(["scancel", *([f"--signal={signal}"] if signal else []), *map(str, job_ids)],
+                   check=True, env=env)
+
+
+def block_the_node(env, folder: Path) -> str:
+    """A job holding every CPU of the node, so that what is submitted next stays pending."""
+    cpus = subprocess.run(["sinfo", "--noheader", "--Node", "--format=%c"], capture_output=True, text=True,
+                          env=env).stdout.split()[0]
+    done = subprocess.run(["sbatch", "--parsable", f"--cpus-per-task={cpus}", f"--output={folder}/blocker.out",
+                           "--wrap", "sleep 600"], capture_output=True, text=True, env=env, check=True)
+    return done.stdout.strip().split(";")[0]
+
+
+def recorded(folder: Path) -> dict:
+    path = folder / "_slurm" / "jobs.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def wait_until(condition, what: str, process: subprocess.Popen | None = None, every_s: float = 0.2):
+    """condition()'s first true value; fails after BOUND_S, or when `process` ended before."""
+    end = time.monotonic() + BOUND_S
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"the command ended (exit status {process.returncode}) before {what}:\n{out}{err}")
+        time.sleep(every_s)
+    raise AssertionError(f"not within {BOUND_S}s: {what}")
+
+
+@pytest.fixture
+def own_jobs(slurm_cluster, tmp_path):
+    """Job ids this test started by hand; they and every recorded job under tmp_path are
+    cancelled at the end, so that nothing is left in the queue."""
+    ids: list[str] = []
+    yield ids
+    for record in tmp_path.rglob("jobs.json"):
+        ids += [entry["job_id"] for entry in json.loads(record.read_text()).values()]
+    if ids:
+        subprocess.run(["scancel", *ids], env=slurm_cluster, capture_output=True)
+
+
+def submitted(output: str) -> int:
+    return int(re.search(r"submitted (\d+) (?:materialization )?job", output).group(1))
+
+
+def snapshots_written(run: Path) -> int:
+    manifest = run / "manifest.json"
+    if not manifest.is_file():
+        return 0
+    data = json.loads(manifest.read_text())
+    return 0 if data.get("state") == "complete" else len(data.get("snapshots", []))
+
+
+def assert_identical_runs(ours: Path, reference: Path):
+    """Every weight, prediction and head file the same bytes; manifests equal but for sizes on disk."""
+    files = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file() and "_slurm" not in p.parts)
+    assert files == sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file() and "_slurm" not in p.parts)
+    for name in files:
+        if name.name == "manifest.json":
+            a, b = (json.loads((root / name).read_text()) for root in (ours, reference))
+            assert {k: v for k, v in a.items() if k != "path"} == {k: v for k, v in b.items() if k != "path"}, name
+        else:
+            assert (ours / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+# --- before anything is queued (no cluster needed) -------------------------------------------
+
+
+def test_a_grid_that_cannot_train_is_refused_before_submitting(world, tmp_path):
+    grid = write_grid(world / "short.toml", epochs=1, batch_size=512)  # 2 steps for 10 snapshots
+    result = ofa("train", grid, "--out", tmp_path / "runs", "--launcher", "slurm")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "2 optimizer step(s)" in result.stderr and "10 snapshots" in result.stderr
+    assert not (tmp_path / "runs" / "_slurm").exists()  # nothing was submitted
+
+    missing = world / "missing-data.toml"
+    missing.write_text(grid.read_text().replace("data/ner", "data/absent").replace("512", "8"))
+    result = ofa("train", missing, "--out", tmp_path / "runs", "--launcher", "slurm")
+    assert result.returncode == 2 and "data/absent" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- on the cluster --------------------------------------------------------------------------
+
+
+def test_requests_the_partition_cannot_hold_are_refused(world, tmp_path, slurm_cluster):
+    for request, words in ((["--slurm-gpus", "1"], "1 GPU(s)"), (["--slurm-cpus", "4096"], "4096 CPU(s)"),
+                           (["--slurm-mem-gb", "100000"], "100000 GB")):
+        result = ofa("train", world / "grid.toml", "--out", tmp_path / "runs", "--launcher", "slurm", *request,
+                     env=slurm_cluster)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: partition ") and words in result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+        assert recorded(tmp_path / "runs") == {}
+
+
+def test_train_on_slurm_resubmits_only_what_is_missing(world, local_runs, tmp_path, slurm_cluster, own_jobs):
+    env, runs = slurm_cluster, tmp_path / "runs"
+    train = ("train", world / "grid.toml", "--out", runs, "--launcher", "slurm", *SMALL)
+    own_jobs.append(block_the_node(env, tmp_path))
+
+    first = ofa(*train, "--no-wait", env=env)
+    assert first.returncode == 0, first.stderr
+    assert submitted(first.stdout) == 3  # the head job and an array of 2 runs
+    assert "0 GPU(s)" in first.stderr  # a GPU-less partition: the default asks for none
+    jobs = recorded(runs)
+    head = jobs["_heads/ner-tiny"]["job_id"]
+    assert all(entry["after"] == head for name, entry in jobs.items() if not name.startswith("_heads"))
+
+    second = ofa(*train, "--no-wait", env=env)  # everything is queued: nothing is submitted twice
+    assert second.returncode == 0, second.stderr
+    assert submitted(second.stdout) == 0 and "already queued or running" in second.stdout
+    assert recorded(runs) == jobs
+
+    scancel(env, head)  # the array now waits for a head that will never come
+    third = ofa(*train, "--no-wait", env=env)
+    assert third.returncode == 0, third.stderr
+    assert submitted(third.stdout) == 3 and third.stderr.count("which is gone") == 2
+    stale = [entry["job_id"] for entry in jobs.values()]
+    wait_until(lambda: all(state == "CANCELLED" for state in squeue(env, stale).values()), "stale jobs cancelled")
+    jobs = recorded(runs)
+    assert all(entry["after"] == jobs["_heads/ner-tiny"]["job_id"] for name, entry in jobs.items()
+               if not name.startswith("_heads"))
+
+    scancel(env, own_jobs[0])  # free the node
+    waiting = start(*train, "--wait", env=env)
+    names = sorted(name for name in jobs if not name.startswith("_heads"))
+    # one run is cancelled while it trains, the other gets the time limit's warning signal
+    cancelled, warned = names
+    wait_until(lambda: snapshots_written(runs / cancelled) >= 1 and snapshots_written(runs / warned) >= 1,
+               "both runs have a snapshot", waiting)
+    scancel(env, jobs[cancelled]["job_id"])
+    scancel(env, jobs[warned]["job_id"], signal="USR2")
+    out, err = waiting.communicate(timeout=BOUND_S)
+    assert waiting.returncode == 2, out + err
+    assert f"failed: {cancelled} (job {jobs[cancelled]['job_id']}): CANCELLED" in err
+    assert jobs[cancelled]["log"] in err and "ofa-eval train" in err
+    assert "SIGTERM: stopping now" in Path(jobs[cancelled]["log"]).read_text()
+    assert json.loads((runs / warned / "manifest.json").read_text())["state"] == "complete"  # requeued, resumed
+    assert "SIGUSR2" in Path(recorded(runs)[warned]["log"]).read_text()
+    assert json.loads((runs / cancelled / "manifest.json").read_text())["state"] != "complete"
+
+    again = ofa(*train, "--wait", "--quiet", env=env)
+    assert again.returncode == 0, again.stderr
+    assert submitted(again.stdout) == 1
+    assert {name: entry["job_id"] for name, entry in recorded(runs).items() if name != cancelled} == \
+        {name: entry["job_id"] for name, entry in jobs.items() if name != cancelled}
+    last = ofa(*train, "--wait", env=env)
+    assert last.returncode == 0 and submitted(last.stdout) == 0 and "every run is complete" in last.stdout
+
+    assert_identical_runs(runs, local_runs)
+
+
+def test_materialize_on_slurm_reports_a_cancelled_task_and_resumes(local_runs, tmp_path, slurm_cluster, own_jobs):
+    env, db = slurm_cluster, tmp_path / "store.duckdb"
+    assert ofa("ingest", local_runs, db=db).returncode == 0
+    materialize = ("materialize", "--task", "ner", "--strategy", "accumulative", "--variant", "ca", "-R", 2,
+                   "--draws", 2, "--seed", 0, "--launcher", "slurm", *SMALL)
+    averages = tmp_path / "averages"
+    own_jobs.append(block_the_node(env, tmp_path))
+
+    waiting = start(*materialize, env=env, db=db)
+    jobs = wait_until(lambda: recorded(averages), "the materialization jobs are submitted", waiting)
+    victim = sorted(jobs)[0]
+    wait_until(lambda: squeue(env, [jobs[victim]["job_id"]]).get(jobs[victim]["job_id"]) == "PENDING",
+               "the job is pending", waiting)
+    scancel(env, jobs[victim]["job_id"])  # cancelled while pending: no job ever ran
+    scancel(env, own_jobs[0])
+    out, err = waiting.communicate(timeout=BOUND_S)
+    assert waiting.returncode == 2, out + err
+    assert f"failed: {victim} (job {jobs[victim]['job_id']}): left the queue" in err
+    assert jobs[victim]["log"] in err and "1 job(s) did not finish" in err
+    made = len(jobs) - 1
+    assert count_averages(db) == made  # what finished is ingested
+
+    second = ofa(*materialize, "--no-wait", env=env, db=db)  # submits the missing one and returns
+    assert second.returncode == 0, second.stderr
+    assert submitted(second.stderr) == 1
+    wait_until(lambda: (averages / victim / "average.json").is_file(), "the resubmitted job finishes")
+    third = ofa(*materialize, env=env, db=db)  # collects it: nothing is submitted again
+    assert third.returncode == 0, third.stderr
+    assert submitted(third.stderr) == 0 and "1 averaged model(s) materialized" in third.stdout
+    assert count_averages(db) == len(jobs)
+    fourth = ofa(*materialize, env=env, db=db)
+    assert fourth.returncode == 0 and "0 averaged model(s) materialized" in fourth.stdout
+    assert "submitted" not in fourth.stderr
+
+
+def count_averages(db: Path) -> int:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM average_table").fetchone()[0]
