@@ -8,7 +8,7 @@ PIDS="$DIR/pids"
 [[ -s "$PIDS" ]] || { echo "slurm-down: nothing recorded in $PIDS" >&2; exit 0; }
 
 ours() {  # is PID still the daemon NAME that slurm-up.sh started?
-    [[ -r "/proc/$2/comm" ]] && [[ "$(cat "/proc/$2/comm")" == "$1"* ]]
+    [[ "$(cat "/proc/$2/comm" 2>/dev/null)" == "$1"* ]]
 }
 
 tac "$PIDS" | while read -r name pid; do

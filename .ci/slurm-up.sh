@@ -114,7 +114,8 @@ write_slurm_conf() {
     if [[ "$ACCOUNTING" == 1 ]]; then
         accounting="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
-AccountingStoragePort=$DBD_PORT"
+AccountingStoragePort=$DBD_PORT
+AccountingStoragePass=$DIR/munge/munge.socket"
     fi
     cat >"$DIR/slurm.conf" <<EOF
 ClusterName=ofa-ci
@@ -145,10 +146,13 @@ EOF
 }
 
 wait_for_idle_node() {
-    local state
-    for _ in $(seq $((WAIT_S * 5))); do
-        state=$(SLURM_CONF="$DIR/slurm.conf" sinfo --noheader --Node --format=%t 2>/dev/null || true)
+    local state deadline=$((SECONDS + WAIT_S)) name pid
+    while ((SECONDS < deadline)); do
+        state=$(SLURM_CONF="$DIR/slurm.conf" timeout 5 sinfo --noheader --Node --format=%t 2>/dev/null || true)
         [[ "$state" == idle* ]] && return
+        while read -r name pid; do
+            kill -0 "$pid" 2>/dev/null || fail "$name exited (see $DIR/log/$name.log)"
+        done <"$DIR/pids"
         sleep 0.2
     done
     fail "the node is not idle after ${WAIT_S}s (state: ${state:-none}; logs: $DIR/log)"

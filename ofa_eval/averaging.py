@@ -6,8 +6,8 @@ accumulated in float32 (float64 for float64 tensors) and written in each tensor'
 the first input's metadata.
 
 Memory stays bounded whatever the model size: tensors are processed one chunk of
-`chunk_elements` values at a time, straight from the inputs' memory maps, and written by a
-background thread while the next chunk is summed (`ofa_eval.weight_streams`). One pass over the
+`chunk_elements` values at a time, straight from the inputs' memory maps, and each chunk is
+written as soon as it is summed (`ofa_eval.weight_streams`). One pass over the
 inputs can write every prefix average 1..n at once (`accumulate_checkpoints`), reading each
 input file exactly once.
 
@@ -32,7 +32,7 @@ import torch
 
 from ofa_eval.errors import OfaError
 from ofa_eval.safetensors_file import SINGLE_FILE, Checkpoint, TensorEntry, dtype_size, open_checkpoint
-from ofa_eval.weight_streams import (AtomicOutputs, InputReader, StreamingWriter, WriteQueue, byte_view, output_order,
+from ofa_eval.weight_streams import (AtomicOutputs, ChunkWriter, InputReader, StreamingWriter, byte_view, output_order,
                                      torch_dtype)
 
 # re-exported: the readers and the content hash of weight files, long imported from here
@@ -141,15 +141,15 @@ def _slot_bytes(layout: Sequence[TensorEntry], chunk_elements: int) -> int:
     return max((min(e.numel, chunk_elements) * dtype_size(e.dtype) for e in layout if e.is_float), default=0)
 
 
-def _write_scaled(write_queue: WriteQueue, writer: StreamingWriter, accumulator: torch.Tensor,
+def _write_scaled(chunks: ChunkWriter, writer: StreamingWriter, accumulator: torch.Tensor,
                   total_weight: float, out_dtype: torch.dtype) -> None:
-    """Queue accumulator / total_weight, rounded once to the tensor's own dtype; the accumulator is kept."""
-    slot, scaled = write_queue.slot(out_dtype, accumulator.numel(), writer.queued)
+    """Write accumulator / total_weight, rounded once to the tensor's own dtype; the accumulator is kept."""
+    slot, scaled = chunks.slot(out_dtype, accumulator.numel(), writer.position)
     if total_weight == 1.0:
         scaled.copy_(accumulator)
     else:
         torch.div(accumulator, total_weight, out=scaled)
-    write_queue.put(writer, byte_view(scaled), slot)
+    chunks.write(writer, byte_view(scaled), slot)
 
 
 def _accumulate(accumulator: torch.Tensor, chunk: torch.Tensor, weight: float, first: bool) -> None:
@@ -164,36 +164,93 @@ def _accumulate(accumulator: torch.Tensor, chunk: torch.Tensor, weight: float, f
         accumulator.add_(chunk, alpha=weight)
 
 
-def _average_float_chunk(entry, start, count, readers, weights, writers, buffers, write_queue) -> None:
-    """Accumulate one chunk of one float tensor over every input, writing each requested prefix.
+class _ChunkSum:
+    """The weighted sum of one chunk of one float tensor over the inputs added so far.
 
-    When the tensor's dtype is the accumulator's (float32, float64), the sum is accumulated in a
-    write slot and the last prefix is scaled in place and written from it: one pass less.
+    For float32 and float64 tensors (the accumulator's own dtype) the sum lives in a write slot,
+    so the last prefix is scaled in place and written from it. There, a first input of weight 1
+    is only held as a view of its mapping: with a second one, both are added in one pass (not a
+    copy, then an add), and a prefix that is just that input is written straight from the
+    mapping, without a copy.
     """
-    in_dtype, last = torch_dtype(entry), max(writers)
-    in_place = _accumulator_dtype(entry.dtype) == in_dtype
-    if in_place:
-        slot, accumulator = write_queue.slot(in_dtype, count, writers[last].queued)
-    else:
-        accumulator = buffers.get("accumulator", _accumulator_dtype(entry.dtype), count)
-    byte_offset, total_weight, started = start * in_dtype.itemsize, 0.0, False
+
+    def __init__(self, entry: TensorEntry, start: int, count: int, buffers: _ChunkBuffers,
+                 chunks: ChunkWriter, last_writer: StreamingWriter):
+        self.entry, self.count, self.buffers, self.chunks = entry, count, buffers, chunks
+        self.dtype = torch_dtype(entry)
+        self.byte_offset, self.nbytes = start * self.dtype.itemsize, count * self.dtype.itemsize
+        self.in_place = _accumulator_dtype(entry.dtype) == self.dtype
+        self.last_writer = last_writer
+        self.accumulator: torch.Tensor | None = None
+        self.slot: torch.Tensor | None = None
+        self.held: tuple[InputReader, torch.Tensor] | None = None
+        self.total_weight = 0.0
+
+    def _accumulator(self) -> torch.Tensor:
+        if self.accumulator is None and self.in_place:
+            self.slot, self.accumulator = self.chunks.slot(self.dtype, self.count, self.last_writer.position)
+        elif self.accumulator is None:
+            self.accumulator = self.buffers.get("accumulator", _accumulator_dtype(self.entry.dtype), self.count)
+        return self.accumulator
+
+    def _release(self, reader: InputReader) -> None:
+        reader.release(self.entry.name, self.byte_offset, self.nbytes)
+
+    def _settle(self) -> None:
+        """Copy a held first input into the accumulator."""
+        if self.held is not None:
+            reader, view = self.held
+            self._accumulator().copy_(view)
+            self._release(reader)
+            self.held = None
+
+    def add(self, reader: InputReader, weight: float) -> None:
+        view = reader.view(self.entry.name, self.byte_offset, self.dtype, self.count)
+        if self.in_place and weight == 1.0 and self.total_weight == 0.0:
+            self.held = (reader, view)
+        elif self.held is not None and weight == 1.0:
+            held_reader, held_view = self.held
+            torch.add(held_view, view, out=self._accumulator())
+            self._release(held_reader)
+            self._release(reader)
+            self.held = None
+        else:
+            self._settle()
+            _accumulate(self._accumulator(), view, weight, self.total_weight == 0.0)
+            self._release(reader)
+        self.total_weight += weight
+
+    def write(self, writer: StreamingWriter, last: bool) -> None:
+        """Write the average so far (the sum over its weight) to `writer`; `last`: no input follows."""
+        if self.held is not None:  # the average is that one input's chunk, unscaled
+            reader = self.held[0]
+            with reader.byte_range(self.entry.name, self.byte_offset, self.nbytes) as data:
+                self.chunks.write(writer, data)
+            if last:
+                self._release(reader)
+        elif last and self.in_place:
+            if self.total_weight != 1.0:
+                self.accumulator.div_(self.total_weight)
+            self.chunks.write(writer, byte_view(self.accumulator), self.slot)
+        else:
+            _write_scaled(self.chunks, writer, self.accumulator, self.total_weight, self.dtype)
+
+
+def _average_float_chunk(entry, start, count, readers, weights, writers, buffers, chunks) -> None:
+    """Accumulate one chunk of one float tensor over every input, writing each requested prefix."""
+    last = max(writers)
+    chunk_sum = _ChunkSum(entry, start, count, buffers, chunks, writers[last])
     for position, (reader, weight) in enumerate(zip(readers[:last], weights)):
         if weight > 0:
-            _accumulate(accumulator, reader.view(entry.name, byte_offset, in_dtype, count), weight, not started)
-            reader.release(entry.name, byte_offset, count * in_dtype.itemsize)
-            total_weight, started = total_weight + weight, True
-        if position + 1 == last and in_place:
-            if total_weight != 1.0:
-                accumulator.div_(total_weight)
-            write_queue.put(writers[last], byte_view(accumulator), slot)
-        elif position + 1 in writers:
-            _write_scaled(write_queue, writers[position + 1], accumulator, total_weight, in_dtype)
+            chunk_sum.add(reader, weight)
+        if position + 1 in writers:
+            chunk_sum.write(writers[position + 1], position + 1 == last)
 
 
-def _average_float_tensor(entry, readers, weights, writers, buffers, write_queue) -> None:
+def _average_float_tensor(entry, readers, weights, writers, buffers, chunks) -> None:
     for start in range(0, entry.numel, buffers.chunk_elements):
         count = min(buffers.chunk_elements, entry.numel - start)
-        _average_float_chunk(entry, start, count, readers, weights, writers, buffers, write_queue)
+        _average_float_chunk(entry, start, count, readers, weights, writers, buffers, chunks)
 
 
 def _read_exact_tensors(layout, readers) -> dict[str, bytes]:
@@ -233,7 +290,7 @@ def _check_not_overwriting_inputs(checkpoints: Sequence[Checkpoint], destination
 @contextlib.contextmanager
 def _one_torch_thread():
     """Run torch ops on the calling thread only: the adds are memory-bound, and torch's worker
-    threads would compete for the cores with the background writer (measured twice as slow)."""
+    threads competed with the writes for the cores (measured twice as slow on 2 cores)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -243,21 +300,17 @@ def _one_torch_thread():
 
 
 def _write_all(layout, readers, weights, writers, exact_copies, chunk_elements, progress) -> None:
-    """Average every tensor into every writer, in layout order, writing in the background."""
+    """Average every tensor into every writer, in layout order."""
     buffers = _ChunkBuffers(chunk_elements)
-    write_queue = WriteQueue(_slot_bytes(layout, chunk_elements))
-    try:
-        for entry in layout:
-            if entry.is_float:
-                _average_float_tensor(entry, readers, weights, writers, buffers, write_queue)
-            else:
-                for writer in writers.values():
-                    write_queue.put(writer, memoryview(exact_copies[entry.name]))
-            if progress is not None:
-                progress(entry.name)
-    finally:
-        write_queue.close()
-    write_queue.raise_error()
+    chunks = ChunkWriter(_slot_bytes(layout, chunk_elements))
+    for entry in layout:
+        if entry.is_float:
+            _average_float_tensor(entry, readers, weights, writers, buffers, chunks)
+        else:
+            for writer in writers.values():
+                chunks.write(writer, memoryview(exact_copies[entry.name]))
+        if progress is not None:
+            progress(entry.name)
 
 
 def _stream_average(checkpoints, destinations, weights, progress, chunk_elements, fsync) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ofa_eval.errors import OfaError
 from ofa_eval.formatting import PROTOCOL_COLUMNS
-from ofa_eval.protocol import DrawOptions, compute_protocol, pools_in_store, registered
+from ofa_eval.protocol import DrawOptions, compute_protocol, get_strategy, pools_in_store
 from ofa_eval.store import connected
 
 DEFAULT_TOLERANCE = 0.1
@@ -26,8 +26,10 @@ def _number(path, line, column, text, kind=float):
 
 
 def _valid_pair(strategy: str, variant: str) -> bool:
-    known = registered()
-    return strategy in known and known[strategy].accepts_variant(variant)
+    try:
+        return get_strategy(strategy).accepts_variant(variant)
+    except OfaError:
+        return False
 
 
 def read_table(path: str) -> list[dict]:

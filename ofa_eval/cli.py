@@ -53,9 +53,17 @@ class OfaGroup(click.Group):
     help="A Python file defining task classes to register (docs/tasks.md); repeatable. Also read "
     "from OFA_EVAL_TASK_MODULES (paths separated by ':').",
 )
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    envvar="OFA_EVAL_LOCK_TIMEOUT",
+    default=None,
+    help="Seconds to wait for a store that another process holds (default 60; also read from "
+    "OFA_EVAL_LOCK_TIMEOUT). 0: fail at once.",
+)
 @click.version_option(package_name="ofa-eval")
 @click.pass_context
-def main(ctx, db_path, task_modules):
+def main(ctx, db_path, task_modules, lock_timeout):
     """ofa-eval: evaluate zero-shot cross-lingual transfer honestly.
 
     Import released results or ingest your own runs into a DuckDB store, then compare
@@ -71,6 +79,9 @@ def main(ctx, db_path, task_modules):
     """
     ctx.ensure_object(dict)
     ctx.obj["db_path"] = os.fspath(db_path)
+    from ofa_eval.store import set_lock_timeout
+
+    set_lock_timeout(lock_timeout)  # every call sets it: in-process callers (tests) invoke main repeatedly
     if task_modules:
         from ofa_eval.tasks import load_task_modules
 

@@ -44,9 +44,8 @@ class LanguageStats:
 
 def load_language_stats(con, pool: Pool, subjects: list[Model]) -> list[LanguageStats]:
     """Per target test set, the stored per-example statistics of `subjects`, in their order."""
-    frame = _stored_stats(con, pool)
+    frame = _stored_stats(con, pool, subjects)
     index = {subject: i for i, subject in enumerate(subjects)}
-    frame = frame.filter(pl.Series([subject in index for subject in _frame_subjects(frame)], dtype=pl.Boolean))
     languages = []
     for (language,), rows in frame.sort("language").group_by(["language"], maintain_order=True):
         _check_same_examples(pool, language, rows)
@@ -64,20 +63,34 @@ def load_language_stats(con, pool: Pool, subjects: list[Model]) -> list[Language
     return languages
 
 
-def _stored_stats(con, pool: Pool) -> pl.DataFrame:
-    table = con.sql(_STATS_SQL, params=[pool.task, pool.model, pool.task, pool.model]).to_arrow_table()
+def _stored_stats(con, pool: Pool, subjects: list[Model]) -> pl.DataFrame:
+    """The statistics of `subjects` only (a lab's pool holds far more than one protocol call needs),
+    filtered in SQL through a registered table of the wanted subjects."""
+    import pyarrow as pa
+
+    wanted = pa.table({"kind": [kind for kind, _, _ in subjects], "name": [name for _, name, _ in subjects],
+                       "id": [str(id_) for _, _, id_ in subjects]})
+    con.register("wanted_subjects", wanted)
+    try:
+        table = con.sql(_STATS_SQL, params=[pool.task, pool.model, pool.task, pool.model]).to_arrow_table()
+    finally:
+        con.unregister("wanted_subjects")
     return pl.from_arrow(table)
 
 
 _STATS_SQL = """
 SELECT 'run' AS kind, x.variant AS name, CAST(x.run_id AS VARCHAR) AS id,
-       x.dataset || '/' || x.language AS language, x.statistic, x.n_examples, x.examples_sha256, x."values"
-FROM example_stats x WHERE x.scored = 'run' AND x.task = ? AND x.model = ?
-UNION ALL
-SELECT 'average', a.recipe, a.member_key, x.dataset || '/' || x.language, x.statistic, x.n_examples,
+       e.dataset || '/' || e.language AS language, x.statistic, len(x."values") AS n_examples,
        x.examples_sha256, x."values"
-FROM example_stats x JOIN average_table a USING (average_id)
-WHERE x.scored = 'average' AND a.approach = 'all' AND x.task = ? AND x.model = ?
+FROM example_stat_table x JOIN eval_set_table e USING (eval_set_id) JOIN run_table r USING (run_id)
+JOIN wanted_subjects w ON w.kind = 'run' AND w.name = x.variant AND w.id = CAST(x.run_id AS VARCHAR)
+WHERE e.task = ? AND r.model = ?
+UNION ALL
+SELECT 'average', a.recipe, a.member_key, e.dataset || '/' || e.language, x.statistic, len(x."values"),
+       x.examples_sha256, x."values"
+FROM example_stat_table x JOIN eval_set_table e USING (eval_set_id) JOIN average_table a USING (average_id)
+JOIN wanted_subjects w ON w.kind = 'average' AND w.name = a.recipe AND w.id = a.member_key
+WHERE a.approach = 'all' AND e.task = ? AND a.model = ?
 """
 
 

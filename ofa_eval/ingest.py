@@ -1,228 +1,300 @@
 """`ofa-eval ingest`: load complete run folders (docs/artifacts.md) into the store.
 
-Each run's predictions are scored with its task's metric; the run variants the protocol needs
-are derived from the snapshot scores:
-- LAST: the last snapshot;
-- SRC-DEV: the snapshot with the best source-language validation score (earliest on a tie);
-- CA: the run's within-run checkpoint average (its own predictions, subject `ca`);
-- TRG-DEV: for each target language, the snapshot with the best validation score in that
-  language; the run's `target-dev` criterion is the mean of those best validation scores.
-
-On target-language test sets, each variant's per-example sufficient statistics are stored too
-(`example_stats`), for the joint draws x examples bootstrap.
-
-Everything is read and checked before the store is touched; then one transaction writes it all.
-Weights are never unpickled: only safetensors headers are read, to catch truncated files.
+Each run is validated and scored by `ofa_eval.scoring` (its predictions with the task's metric,
+and the run variants derived from them); this module stages the resulting rows and inserts them.
+Three phases, so that memory does not grow with the number of runs and the store's write lock
+is held only while inserting:
+1. find the run folders and check their manifests (no store), then learn from a brief
+   connection which runs the store already holds;
+2. without the store: validate and score the runs in a process pool, a batch of runs per task;
+   each batch's rows go to Parquet files in a staging folder beside the store
+   (`<store>.ingest-<pid>/`, removed at the end, swept by the next ingest if its owner died);
+3. open the store writable (waiting for the lock, `ofa_eval.store`) and insert every staged
+   row in ONE transaction, through DuckDB's Parquet reader: all runs or none.
+Averaged models' example statistics (`ofa_eval.materialize`) go in through the same Arrow
+column type (`example_stat_rows`, `insert_example_stats`).
 """
 
 from __future__ import annotations
 
-import json
-import struct
+import contextlib
+import math
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ofa_eval.errors import OfaError
-from ofa_eval.keys import examples_key, file_sha256
-from ofa_eval.parquet import read_parquet
-from ofa_eval.run_format import FORMAT_VERSION, MANIFEST, prediction_file
-from ofa_eval.store import ensure_eval_set, ensure_task, transaction
-from ofa_eval.tasks import get_task
-from ofa_eval.validation import check_run, check_run_folders, conflicts_with_store
+from ofa_eval.run_format import snapshot_subject
+from ofa_eval.scoring import ExampleStats, ScoredRun, derive_variants, read_manifest, score_run, variant_weights
+from ofa_eval.store import connected, disk_full_error, ensure_eval_set, ensure_task, is_disk_full, transaction
+from ofa_eval.validation import check_run_folders, conflicts_with_store
 
-REQUIRED_KEYS = ("format_version", "state", "task", "model", "learning_rate", "batch_size", "seed",
-                 "snapshots", "eval_sets")
+MAX_BATCH = 8  # runs a worker scores before writing their rows: bounds each worker's memory
 
 
-@dataclass
-class ScoredRun:
-    """One run folder, read, checked and scored; nothing written yet."""
+# ---------------------------------------------------------------------------------------------
+# Staging: the rows of scored runs as Parquet files, keyed by the run's ordinal in this ingest
 
-    path: Path
-    manifest: dict
-    metric_name: str
-    snapshots: list[dict]
-    ca_weights: dict | None = None
-    # (subject, dataset, language, split) -> {metric: value}
-    scores: dict[tuple[str, str, str, str], dict[str, float]] = field(default_factory=dict)
-    # (subject, dataset, language, split) -> per-example statistics (target test sets only)
-    example_stats: dict[tuple[str, str, str, str], "ExampleStats"] = field(default_factory=dict)
-
-    @property
-    def external_id(self) -> str:
-        return self.manifest.get("run_name") or self.path.name
-
-
-def find_runs(root: Path) -> list[Path]:
-    """Run folders under `root` (folders holding a manifest.json), or `root` itself."""
-    root = Path(root)
-    if not root.is_dir():
-        raise OfaError(f"{root}: not a directory")
-    if (root / "manifest.json").is_file():
-        return [root]
-    return sorted(p.parent for p in root.rglob("manifest.json"))
+SET = [("dataset", pa.string()), ("language", pa.string()), ("split", pa.string())]
+STAGED = {
+    "runs": pa.schema([("ordinal", pa.int64()), ("task", pa.string()), ("model", pa.string()),
+                       ("metric", pa.string()), ("learning_rate", pa.float64()), ("batch_size", pa.int32()),
+                       ("seed", pa.int64()), ("epochs", pa.int32()), ("external_id", pa.string()),
+                       ("path", pa.string())]),
+    "snapshots": pa.schema([("ordinal", pa.int64()), ("snapshot_index", pa.int32()), ("step", pa.int64()),
+                            ("epoch", pa.float64()), ("weights_path", pa.string()),
+                            ("weights_sha256", pa.string()), ("weights_bytes", pa.int64())]),
+    "eval_sets": pa.schema([("ordinal", pa.int64()), ("position", pa.int32()), ("task", pa.string()), *SET,
+                            ("role", pa.string()), ("n_examples", pa.int32())]),
+    "scores": pa.schema([("ordinal", pa.int64()), ("snapshot_index", pa.int32()), ("variant", pa.string()), *SET,
+                         ("metric", pa.string()), ("value", pa.float64())]),
+    "example_stats": pa.schema([("ordinal", pa.int64()), ("variant", pa.string()), *SET,
+                                ("statistic", pa.string()), ("examples_sha256", pa.string()),
+                                ("values", pa.list_(pa.float64()))]),
+    "selection": pa.schema([("ordinal", pa.int64()), ("value", pa.float64())]),
+    "run_weights": pa.schema([("ordinal", pa.int64()), ("variant", pa.string()), ("weights_path", pa.string()),
+                              ("weights_sha256", pa.string())]),
+}
 
 
-def read_manifest(run_dir: Path) -> dict:
-    path = run_dir / "manifest.json"
+class StagedRows:
+    """The store rows of a batch of scored runs, column by column; `write` puts them in Parquet files."""
+
+    def __init__(self):
+        self.columns = {kind: {name: [] for name in schema.names} for kind, schema in STAGED.items()}
+
+    def _add(self, kind: str, *values) -> None:
+        for column, value in zip(self.columns[kind].values(), values):
+            column.append(value)
+
+    def add(self, ordinal: int, run: ScoredRun) -> None:
+        m = run.manifest
+        self._add("runs", ordinal, m["task"], m["model"], run.metric_name, float(m["learning_rate"]),
+                  m["batch_size"], m["seed"], m.get("epochs"), run.external_id, str(run.path.resolve()))
+        for s in run.snapshots:
+            self._add("snapshots", ordinal, s["index"], s["step"], s["epoch"], s["weights_path"], s["sha256"], s["bytes"])
+        for position, e in enumerate(m["eval_sets"]):
+            self._add("eval_sets", ordinal, position, m["task"], e["dataset"], e["language"], e["split"], e["role"],
+                      e.get("n_examples"))
+        indexes = {snapshot_subject(s["index"]): s["index"] for s in run.snapshots}
+        for (subject, *key), values in run.scores.items():
+            if subject in indexes:
+                for metric, value in values.items():
+                    self._add("scores", ordinal, indexes[subject], None, *key, metric, value)
+        variants, target_dev = derive_variants(run)
+        for (variant, *key), subject in variants.items():
+            for metric, value in run.scores[(subject, *key)].items():
+                self._add("scores", ordinal, None, variant, *key, metric, value)
+            stats = run.example_stats.get((subject, *key))
+            for name, values in (stats.stats.items() if stats else ()):
+                self._add("example_stats", ordinal, variant, *key, name, stats.examples_sha256,
+                          np.asarray(values, dtype=np.float64))
+        if target_dev is not None:
+            self._add("selection", ordinal, target_dev)
+        for variant, (path, sha256) in variant_weights(run).items():
+            self._add("run_weights", ordinal, variant, path, sha256)
+
+    def write(self, folder: Path, batch: int) -> None:
+        for kind, schema in STAGED.items():
+            columns = dict(self.columns[kind])
+            if kind == "example_stats":
+                columns["values"] = _list_array(columns["values"])
+            table = pa.table({name: pa.array(values, schema.field(name).type) if not isinstance(values, pa.Array)
+                              else values for name, values in columns.items()}, schema=schema)
+            pq.write_table(table, folder / f"{kind}-{batch:06d}.parquet")
+
+
+def _list_array(arrays: list[np.ndarray]) -> pa.Array:
+    """A list<double> column from numpy arrays, without going through Python lists."""
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(a) for a in arrays])
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(pa.list_(pa.float64()))
+
+
+def stage_batch(batch: int, first_ordinal: int, run_dirs: list[str], folder: str) -> None:
+    """Validate and score a batch of runs and write their rows to `folder` (a pool worker's task)."""
+    rows = StagedRows()
+    for ordinal, run_dir in enumerate(run_dirs, first_ordinal):
+        rows.add(ordinal, score_run(Path(run_dir)))
+    rows.write(Path(folder), batch)
+
+
+def _batches(run_dirs: list[Path], workers: int) -> list[tuple[int, int, list[str]]]:
+    """(batch number, first ordinal, run folders): batches small enough to bound memory, and
+    enough of them to keep every worker busy."""
+    size = max(1, min(MAX_BATCH, math.ceil(len(run_dirs) / max(1, workers))))
+    return [(n, start, [str(p) for p in run_dirs[start:start + size]])
+            for n, start in enumerate(range(0, len(run_dirs), size))]
+
+
+def stage_runs(run_dirs: list[Path], folder: Path, workers: int, progress: bool = False) -> None:
+    """Phase 2: every run validated, scored and written to `folder`, in a pool of `workers` processes.
+    The first failing run (in folder order) stops everything with its error."""
+    batches = _batches(run_dirs, workers)
+    bar = _progress_bar(len(run_dirs), progress)
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise OfaError(f"{path}: not a readable JSON manifest ({error})") from None
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise OfaError(f"{path}: missing key(s) {', '.join(missing)}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise OfaError(f"{path}: artifact format {manifest['format_version']} (this ofa-eval reads {FORMAT_VERSION})")
-    return manifest
+        if workers <= 1 or len(batches) <= 1:
+            for batch in batches:
+                stage_batch(*batch, str(folder))
+                bar.update(len(batch[2]))
+            return
+        _stage_in_pool(batches, folder, workers, bar)
+    finally:
+        bar.close()
 
 
-def check_safetensors(path: Path, expected_bytes: int | None) -> None:
-    """A cheap integrity check: the header is well formed and every tensor's bytes lie inside the file."""
-    from ofa_eval.safetensors_file import read_header
+def _stage_in_pool(batches, folder: Path, workers: int, bar) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    read_header(path)
-    size = path.stat().st_size
-    if expected_bytes is not None and expected_bytes != size:
-        raise OfaError(f"{path}: {size} bytes, the manifest says {expected_bytes}")
-
-
-def _subjects(manifest: dict) -> list[str]:
-    subjects = [f"snapshot-{s['index']:02d}" for s in manifest["snapshots"]]
-    return subjects + (["ca"] if manifest.get("ca") is not None else [])
-
-
-def is_target_test(eval_set: dict) -> bool:
-    """The evaluation sets the protocol scores: target languages' test sets."""
-    return eval_set["role"] == "target" and eval_set["split"] == "test"
+    # spawn, not fork: the parent may hold DuckDB and polars thread pools, which fork can deadlock
+    with ProcessPoolExecutor(min(workers, len(batches)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(stage_batch, *batch, str(folder)) for batch in batches]
+        try:
+            for future, batch in zip(futures, batches):
+                future.result()
+                bar.update(len(batch[2]))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
-@dataclass
-class ExampleStats:
-    """Per-example sufficient statistics of one subject on one evaluation set, in example_id order."""
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
 
-    examples_sha256: str
-    stats: dict  # statistic -> array of shape (n_examples,)
-
-
-def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predictions_dir: Path):
-    """One subject's prediction files scored: ({set: {metric: value}}, {set: ExampleStats}).
-
-    Sets are keyed (dataset, language, split); example statistics are kept for target-language
-    test sets only, the sets the protocol's bootstrap resamples.
-    """
-    definition = get_task(task)
-    metric, gold_column = definition.metric, definition.gold_column
-    # the join renames the prediction column when the gold table has one of the same name
-    joined_column = definition.prediction_column + ("_pred" if definition.prediction_column == gold_column else "")
-    scores, example_stats = {}, {}
-    for eval_set in eval_sets:
-        key = (eval_set["dataset"], eval_set["language"], eval_set["split"])
-        gold = read_parquet(gold_dir / eval_set["gold"], ("example_id", gold_column))
-        path = predictions_dir / prediction_file(*key)
-        predictions = read_parquet(path, ("example_id", definition.prediction_column))
-        joined = gold.join(predictions, on="example_id", how="left", suffix="_pred").sort("example_id")
-        if joined[joined_column].null_count():
-            raise OfaError(f"{path}: no prediction for {joined[joined_column].null_count()} gold example(s)")
-        stats = metric.example_stats(joined[gold_column].to_list(), joined[joined_column].to_list())
-        values = metric.aggregate(stats)
-        scores[key] = {name: float(values[name]) for name in metric.names}
-        if is_target_test(eval_set):
-            example_stats[key] = ExampleStats(examples_key(joined["example_id"].to_list()), stats)
-    return scores, example_stats
+    def close(self) -> None:
+        pass
 
 
-def score_run(run_dir: Path) -> ScoredRun:
-    """Read, check and score one complete run folder."""
-    manifest = read_manifest(run_dir)
-    task = manifest["task"]
+def _progress_bar(total: int, enabled: bool):
+    if not enabled or not total:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="scoring runs", unit="run")
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 3: one transaction that inserts every staged row
+
+
+def _staged(folder: Path, kind: str) -> str:
+    return str(folder / f"{kind}-*.parquet")
+
+
+def _reserve_ids(con, sequence: str, n: int) -> int:
+    """The first of n consecutive new ids of `sequence` (we hold the write lock: nobody interleaves)."""
+    if n == 0:
+        return 0
+    low, high = con.execute(f"SELECT min(v), max(v) FROM (SELECT nextval('{sequence}') AS v FROM range(?))",
+                            [n]).fetchall()[0]
+    assert high - low + 1 == n, (sequence, low, high, n)
+    return low
+
+
+def insert_staged(con, folder: Path) -> tuple[list[str], list[str]]:
+    """Insert the staged runs (call inside a transaction). Returns (ingested, already): runs that
+    another ingest added since phase 1 are skipped; a conflicting one is an error."""
+    con.execute("CREATE TEMP TABLE ingest_runs AS SELECT * FROM read_parquet(?) ORDER BY ordinal",
+                [_staged(folder, "runs")])
     try:
-        metric_name = get_task(task).primary_metric
-    except OfaError as error:
-        raise OfaError(f"{run_dir / MANIFEST}: {error}") from None
-    run = ScoredRun(run_dir, manifest, metric_name, _checked_snapshots(run_dir, manifest))
-    for subject in _subjects(manifest):
-        scores, example_stats = score_predictions(task, run_dir, manifest["eval_sets"],
-                                                  run_dir / "predictions" / subject)
-        run.scores.update({(subject, *key): values for key, values in scores.items()})
-        run.example_stats.update({(subject, *key): stats for key, stats in example_stats.items()})
-    if manifest.get("ca") and manifest["ca"].get("weights"):
-        path = run_dir / manifest["ca"]["weights"]
-        check_safetensors(path, manifest["ca"].get("bytes"))
-        run.ca_weights = {"weights_path": str(path.resolve()), "sha256": manifest["ca"].get("sha256") or file_sha256(path)}
-    return run
+        already = _drop_already_ingested(con)
+        for task, metric in con.execute("SELECT DISTINCT task, metric FROM ingest_runs ORDER BY task").fetchall():
+            ensure_task(con, task, metric)
+        _insert_eval_sets(con, folder)
+        _insert_runs_and_snapshots(con, folder)
+        _insert_rows(con, folder)
+        ingested = [name for (name,) in con.execute("SELECT external_id FROM ingest_runs ORDER BY ordinal").fetchall()]
+    finally:
+        con.execute("DROP TABLE IF EXISTS ingest_runs")
+        con.execute("DROP TABLE IF EXISTS ingest_ids")
+    return ingested, already
 
 
-def _checked_snapshots(run_dir: Path, manifest: dict) -> list[dict]:
-    snapshots = []
-    for snapshot in manifest["snapshots"]:
-        weights = snapshot.get("weights")
-        record = {"index": snapshot["index"], "step": snapshot["step"], "epoch": snapshot.get("epoch"),
-                  "weights_path": None, "sha256": None, "bytes": None}
-        if weights:
-            path = run_dir / weights
-            check_safetensors(path, snapshot.get("bytes"))
-            record.update(weights_path=str(path.resolve()), bytes=path.stat().st_size,
-                          sha256=snapshot.get("sha256") or file_sha256(path))
-        snapshots.append(record)
-    if not snapshots:
-        raise OfaError(f"{run_dir / 'manifest.json'}: no snapshots")
-    return snapshots
+def _drop_already_ingested(con) -> list[str]:
+    """Runs the store got since phase 1 (a concurrent ingest): the same folder is skipped, anything
+    else is the conflict phase 1 would have reported."""
+    matches = con.execute(
+        "SELECT DISTINCT s.ordinal, s.path FROM ingest_runs s JOIN run_table r ON r.task = s.task AND r.model = s.model "
+        "AND (r.external_id = s.external_id OR (r.learning_rate = s.learning_rate AND r.batch_size = s.batch_size "
+        "AND r.seed = s.seed)) ORDER BY s.ordinal").fetchall()
+    already = []
+    for ordinal, path in matches:
+        manifest = read_manifest(Path(path))
+        conflict = conflicts_with_store(con, manifest, Path(path))
+        if conflict:
+            raise OfaError(conflict)
+        already.append(manifest.get("run_name") or Path(path).name)
+        con.execute("DELETE FROM ingest_runs WHERE ordinal = ?", [ordinal])
+    return already
 
 
-def _snapshot_subjects(run: ScoredRun) -> list[str]:
-    return [f"snapshot-{s['index']:02d}" for s in sorted(run.manifest["snapshots"], key=lambda s: s["index"])]
+def _insert_eval_sets(con, folder: Path) -> None:
+    """New evaluation sets in order of first appearance; a set staged or stored with another role is an error."""
+    rows = con.execute(
+        "SELECT task, dataset, language, split, role, arg_min(n_examples, ordinal) FROM read_parquet(?) "
+        "WHERE ordinal IN (SELECT ordinal FROM ingest_runs) GROUP BY ALL ORDER BY min(ordinal), min(position)",
+        [_staged(folder, "eval_sets")]).fetchall()
+    for task, dataset, language, split, role, n_examples in rows:
+        ensure_eval_set(con, task, dataset, language, split, role, n_examples)
 
 
-def chosen_subjects(run: ScoredRun) -> dict[str, str]:
-    """Which subject each variant is: LAST, the best source-dev snapshot (earliest on a tie), CA."""
-    snapshots = _snapshot_subjects(run)
-    source_dev = [(e["dataset"], e["language"]) for e in run.manifest["eval_sets"]
-                  if e["role"] == "source" and e["split"] == "validation"]
-    if not source_dev:
-        raise OfaError(f"{run.path / 'manifest.json'}: no source-language validation set")
-    by_source = [run.scores[(s, *source_dev[0], "validation")][run.metric_name] for s in snapshots]
-    chosen = {"last": snapshots[-1], "src-dev": snapshots[by_source.index(max(by_source))]}
-    if "ca" in _subjects(run.manifest):
-        chosen["ca"] = "ca"
-    return chosen
+def _insert_runs_and_snapshots(con, folder: Path) -> None:
+    """Run and snapshot ids in folder order, as inserting run by run would give them."""
+    n_runs = con.execute("SELECT count(*) FROM ingest_runs").fetchall()[0][0]
+    first_run = _reserve_ids(con, "run_ids", n_runs)
+    con.execute("CREATE TEMP TABLE ingest_ids AS SELECT ordinal, task, ? + row_number() OVER (ORDER BY ordinal) - 1 "
+                "AS run_id FROM ingest_runs", [first_run])
+    con.execute("INSERT INTO run_table (run_id, task, model, learning_rate, batch_size, seed, epochs, external_id, "
+                "origin, path) SELECT i.run_id, s.task, s.model, s.learning_rate, s.batch_size, s.seed, s.epochs, "
+                "s.external_id, 'ingest', s.path FROM ingest_runs s JOIN ingest_ids i USING (ordinal) ORDER BY i.run_id")
+    snapshots = f"(SELECT s.* FROM read_parquet('{_quoted(folder, 'snapshots')}') s SEMI JOIN ingest_ids USING (ordinal))"
+    n_snapshots = con.execute(f"SELECT count(*) FROM {snapshots}").fetchall()[0][0]
+    first_snapshot = _reserve_ids(con, "snapshot_ids", n_snapshots)
+    con.execute(
+        "INSERT INTO snapshot_table (snapshot_id, run_id, snapshot_index, step, epoch, weights_path, weights_sha256, "
+        f"weights_bytes) SELECT ? + row_number() OVER (ORDER BY s.ordinal, s.snapshot_index) - 1, i.run_id, "
+        f"s.snapshot_index, s.step, s.epoch, s.weights_path, s.weights_sha256, s.weights_bytes FROM {snapshots} s "
+        "JOIN ingest_ids i USING (ordinal)", [first_snapshot])
 
 
-def variant_weights(run: ScoredRun) -> dict[str, tuple[str, str]]:
-    """{variant: (weights path, sha256)} for the variants whose weights were kept."""
-    files = {f"snapshot-{s['index']:02d}": (s["weights_path"], s["sha256"]) for s in run.snapshots}
-    files["ca"] = (run.ca_weights["weights_path"], run.ca_weights["sha256"]) if run.ca_weights else (None, None)
-    return {variant: files[subject] for variant, subject in chosen_subjects(run).items() if files[subject][0]}
+def _quoted(folder: Path, kind: str) -> str:
+    return _staged(folder, kind).replace("'", "''")
 
 
-def derive_variants(run: ScoredRun) -> tuple[dict, float | None]:
-    """Which subject each run variant is on each evaluation set, and the target-dev criterion.
+# Every staged row's eval_set_id, by the run's task and the set's name
+_EVAL_SET_JOIN = ("JOIN eval_set_table e ON e.task = i.task AND e.dataset = s.dataset AND e.language = s.language "
+                  "AND e.split = s.split")
 
-    Returns ({(variant, dataset, language, split): subject}, target_dev): LAST, SRC-DEV and CA
-    are one subject on every set; TRG-DEV is, per target test set, the snapshot with the best
-    validation score in that language.
-    """
-    metric = run.metric_name
-    snapshots = _snapshot_subjects(run)
-    variants = {}
-    for variant, subject in chosen_subjects(run).items():
-        for (s, dataset, language, split) in run.scores:
-            if s == subject:
-                variants[(variant, dataset, language, split)] = subject
-    best_dev = []
-    for e in run.manifest["eval_sets"]:
-        if not is_target_test(e):
-            continue
-        dev_key = (e["dataset"], e["language"], "validation")
-        if not any((s, *dev_key) in run.scores for s in snapshots):
-            continue
-        dev = [run.scores[(s, *dev_key)][metric] for s in snapshots]
-        best_dev.append(max(dev))
-        variants[("trg-dev", e["dataset"], e["language"], "test")] = snapshots[dev.index(max(dev))]
-    target_dev = sum(best_dev) / len(best_dev) if best_dev else None
-    return variants, target_dev
+
+def _insert_rows(con, folder: Path) -> None:
+    """Scores, example statistics, selection criteria and variant weights, straight from Parquet."""
+    con.execute(
+        "INSERT INTO score_table (run_id, variant, snapshot_id, eval_set_id, metric, value) "
+        "SELECT CASE WHEN s.variant IS NULL THEN NULL ELSE i.run_id END, s.variant, sn.snapshot_id, e.eval_set_id, "
+        "s.metric, s.value FROM read_parquet(?) s JOIN ingest_ids i USING (ordinal) " + _EVAL_SET_JOIN +
+        " LEFT JOIN snapshot_table sn ON s.variant IS NULL AND sn.run_id = i.run_id "
+        "AND sn.snapshot_index = s.snapshot_index", [_staged(folder, "scores")])
+    con.execute(
+        "INSERT INTO example_stat_table (run_id, variant, average_id, eval_set_id, statistic, examples_sha256, "
+        "\"values\") SELECT i.run_id, s.variant, NULL, e.eval_set_id, s.statistic, s.examples_sha256, s.\"values\" "
+        "FROM read_parquet(?) s JOIN ingest_ids i USING (ordinal) " + _EVAL_SET_JOIN, [_staged(folder, "example_stats")])
+    con.execute("INSERT INTO selection_table SELECT i.run_id, 'trg-dev', 'target-dev', s.value "
+                "FROM read_parquet(?) s JOIN ingest_ids i USING (ordinal)", [_staged(folder, "selection")])
+    con.execute("INSERT INTO run_weight_table SELECT i.run_id, s.variant, s.weights_path, s.weights_sha256 "
+                "FROM read_parquet(?) s JOIN ingest_ids i USING (ordinal)", [_staged(folder, "run_weights")])
+
+
+# ---------------------------------------------------------------------------------------------
+# The three phases
 
 
 @dataclass
@@ -232,99 +304,143 @@ class IngestSummary:
     incomplete: list[str] = field(default_factory=list)
 
 
-def ingest(con, root: Path, progress: bool = False) -> IngestSummary:
-    """Ingest every complete, not yet ingested run under `root` in one transaction."""
-    summary = IngestSummary()
-    pending = []
-    for run_dir in check_run_folders(root):
+@dataclass
+class _Plan:
+    pending: list[Path]
+    summary: IngestSummary
+
+
+def _plan(con, run_dirs: list[Path]) -> _Plan:
+    """Phase 1: which runs to ingest; a run the store holds from elsewhere is an error."""
+    names, configurations = set(), set()
+    for task, model, name, lr, bs, seed in con.execute(
+            "SELECT task, model, external_id, learning_rate, batch_size, seed FROM run_table").fetchall():
+        names.add((task, model, name))
+        configurations.add((task, model, lr, bs, seed))
+    plan = _Plan([], IngestSummary())
+    for run_dir in run_dirs:
         manifest = read_manifest(run_dir)
-        name = manifest.get("run_name") or run_dir.name
-        conflict = conflicts_with_store(con, manifest, run_dir)
+        task, model, name = manifest["task"], manifest["model"], manifest.get("run_name") or run_dir.name
+        known = (task, model, name) in names or (
+            task, model, float(manifest["learning_rate"]), manifest["batch_size"], manifest["seed"]) in configurations
+        conflict = conflicts_with_store(con, manifest, run_dir) if known else None
         if conflict:
             raise OfaError(conflict)
         if manifest["state"] != "complete":
-            summary.incomplete.append(name)
-        elif _is_ingested(con, manifest, name):
-            summary.already.append(name)
+            plan.summary.incomplete.append(name)
+        elif known:
+            plan.summary.already.append(name)
         else:
-            check_run(run_dir)
-            pending.append(run_dir)
-    scored = [score_run(run_dir) for run_dir in _progress(pending, progress, "scoring runs")]
+            plan.pending.append(run_dir)
+    return plan
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def ingest_runs(db_path: str, root: Path, progress: bool = False, workers: int | None = None) -> IngestSummary:
+    """Ingest every complete, not yet ingested run under `root` into the store at `db_path`: scored
+    with the store closed, inserted in one transaction under the write lock (module docstring)."""
+    return _ingest(lambda: connected(db_path), Path(db_path), root, progress, workers)
+
+
+def ingest(con, root: Path, progress: bool = False, workers: int | None = None) -> IngestSummary:
+    """`ingest_runs` for a caller that holds the store open (its write lock) throughout."""
+    database = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    db_path = Path(database[0][0]) if database and database[0][0] else Path.cwd() / "memory.duckdb"
+    return _ingest(lambda: contextlib.nullcontext(con), db_path, root, progress, workers)
+
+
+def _ingest(store, db_path: Path, root: Path, progress: bool, workers: int | None) -> IngestSummary:
+    try:
+        run_dirs = check_run_folders(root)
+    except OfaError:
+        with store():  # a writing command creates or migrates the store even when RUNS is refused
+            pass
+        raise
+    with store() as con:
+        plan = _plan(con, run_dirs)
+    if not plan.pending:
+        return plan.summary
+    staging = _staging_folder(db_path)
+    try:
+        _guarded(staging, stage_runs, plan.pending, staging, workers or default_workers(), progress)
+        with store() as con:
+            ingested, already = _guarded(db_path, _insert_in_transaction, con, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    plan.summary.ingested += ingested
+    plan.summary.already += already
+    return plan.summary
+
+
+def _insert_in_transaction(con, staging: Path):
     with transaction(con):
-        for run in scored:
-            _write_run(con, run)
-            summary.ingested.append(run.external_id)
-    return summary
+        return insert_staged(con, staging)
 
 
-def _progress(items, enabled: bool, description: str):
-    if not enabled or not items:
-        return items
-    from tqdm import tqdm
+def _guarded(path: Path, function, *args):
+    """`function(*args)`, with a full disk turned into one line naming `path`."""
+    import duckdb
 
-    return tqdm(items, desc=description, unit="run")
+    try:
+        return function(*args)
+    except (OSError, duckdb.Error) as error:
+        if is_disk_full(error):
+            raise disk_full_error(path, error) from None
+        raise
 
 
-def _is_ingested(con, manifest: dict, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM run_table WHERE task=? AND model=? AND external_id=?",
-                            [manifest["task"], manifest["model"], name]).fetchall()[0][0])
+def _staging_folder(db_path: Path) -> Path:
+    """`<store>.ingest-<pid>/` beside the store, after sweeping those of ingests that died."""
+    db_path = Path(db_path).resolve()
+    for folder in db_path.parent.glob(f"{db_path.name}.ingest-*"):
+        owner = folder.name.rsplit("-", 1)[-1]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    folder = db_path.parent / f"{db_path.name}.ingest-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as error:
+        raise OfaError(f"{folder}: cannot make the staging folder ({error.strerror or error})") from None
+    return folder
 
 
-def _write_run(con, run: ScoredRun) -> None:
-    m = run.manifest
-    ensure_task(con, m["task"], run.metric_name)
-    run_id = con.execute(
-        "INSERT INTO run_table (task, model, learning_rate, batch_size, seed, epochs, external_id, origin, path) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, 'ingest', ?) RETURNING run_id",
-        [m["task"], m["model"], m["learning_rate"], m["batch_size"], m["seed"], m.get("epochs"),
-         run.external_id, str(run.path.resolve())]).fetchall()[0][0]
-    snapshot_ids = {}
-    for s in run.snapshots:
-        snapshot_ids[f"snapshot-{s['index']:02d}"] = con.execute(
-            "INSERT INTO snapshot_table (run_id, snapshot_index, step, epoch, weights_path, weights_sha256, "
-            "weights_bytes) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING snapshot_id",
-            [run_id, s["index"], s["step"], s["epoch"], s["weights_path"], s["sha256"], s["bytes"]]).fetchall()[0][0]
-    eval_set_ids = {(e["dataset"], e["language"], e["split"]): ensure_eval_set(
-        con, m["task"], e["dataset"], e["language"], e["split"], e["role"], e.get("n_examples"))
-        for e in m["eval_sets"]}
-    rows = []
-    for (subject, dataset, language, split), values in run.scores.items():
-        if subject in snapshot_ids:
-            rows += [(None, None, snapshot_ids[subject], eval_set_ids[(dataset, language, split)], k, v)
-                     for k, v in values.items()]
-    variants, target_dev = derive_variants(run)
-    stat_rows = []
-    for (variant, *key), subject in variants.items():
-        eval_set_id = eval_set_ids[tuple(key)]
-        rows += [(run_id, variant, None, eval_set_id, k, v) for k, v in run.scores[(subject, *key)].items()]
-        if (subject, *key) in run.example_stats:
-            stat_rows += example_stat_rows((run_id, variant, None), eval_set_id, run.example_stats[(subject, *key)])
-    frame = pl.DataFrame(rows, orient="row", schema={
-        "run_id": pl.Int64, "variant": pl.String, "snapshot_id": pl.Int64, "eval_set_id": pl.Int64,
-        "metric": pl.String, "value": pl.Float64})
-    con.register("incoming_scores", frame.to_arrow())
-    con.execute("INSERT INTO score_table (run_id, variant, snapshot_id, eval_set_id, metric, value) "
-                "SELECT * FROM incoming_scores")
-    con.unregister("incoming_scores")
-    insert_example_stats(con, stat_rows)
-    if target_dev is not None:
-        con.execute("INSERT INTO selection_table VALUES (?, 'trg-dev', 'target-dev', ?)", [run_id, target_dev])
-    for variant, (path, sha256) in variant_weights(run).items():
-        con.execute("INSERT INTO run_weight_table VALUES (?, ?, ?, ?)", [run_id, variant, path, sha256])
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows of averaged models (ofa_eval.materialize)
 
 
 def example_stat_rows(subject: tuple, eval_set_id: int, example_stats: ExampleStats) -> list[tuple]:
     """example_stat_table rows of one subject, (run_id, variant, average_id), on one set."""
-    return [(*subject, eval_set_id, name, example_stats.examples_sha256, values.astype(float).tolist())
+    return [(*subject, eval_set_id, name, example_stats.examples_sha256, np.asarray(values, dtype=np.float64))
             for name, values in example_stats.stats.items()]
 
 
 def insert_example_stats(con, rows: list[tuple]) -> None:
+    """Insert example_stat_table rows in one bulk insert from Arrow."""
     if not rows:
         return
-    frame = pl.DataFrame(rows, orient="row", schema={
-        "run_id": pl.Int64, "variant": pl.String, "average_id": pl.Int64, "eval_set_id": pl.Int64,
-        "statistic": pl.String, "examples_sha256": pl.String, "values": pl.List(pl.Float64)})
-    con.register("incoming_example_stats", frame.to_arrow())
-    con.execute("INSERT INTO example_stat_table SELECT * FROM incoming_example_stats")
-    con.unregister("incoming_example_stats")
+    columns = list(zip(*rows))
+    schema = STAGED["example_stats"]
+    table = pa.table({
+        "run_id": pa.array(columns[0], pa.int64()), "variant": pa.array(columns[1], pa.string()),
+        "average_id": pa.array(columns[2], pa.int64()), "eval_set_id": pa.array(columns[3], pa.int64()),
+        "statistic": pa.array(columns[4], pa.string()), "examples_sha256": pa.array(columns[5], pa.string()),
+        "values": _list_array(list(columns[6])).cast(schema.field("values").type)})
+    con.register("incoming_example_stats", table)
+    try:
+        con.execute("INSERT INTO example_stat_table SELECT * FROM incoming_example_stats")
+    finally:
+        con.unregister("incoming_example_stats")

@@ -8,9 +8,10 @@ averaged-model folder) through submitit. This module keeps the bookkeeping both 
   only what is neither finished on disk nor queued or running (`squeue`), under a file lock, so
   a re-run or a second call does not submit anything twice;
 - waiting that always ends: the truth is the output on disk and `squeue --states=all`, never
-  submitit's result files or accounting, so a job that was cancelled while pending, failed or
-  vanished is reported (name, state, log) at the next poll; `sacct`, where accounting exists,
-  only adds the exit code to the report;
+  submitit's result files or accounting, so a job that failed or was cancelled (also while
+  pending, when SLURM keeps no trace of it) is reported (name, state, log) at the next poll,
+  and one that left the queue after running without its output `GRACE_S` later; `sacct`,
+  where accounting exists, only adds the exit code to the report;
 - jobs that can never start (a dependency that failed, a request the partition cannot hold) are
   cancelled and reported as failed;
 - `Resumable`: a job function that stops at once on SIGTERM (`scancel`, preemption) and, on
@@ -26,6 +27,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,16 +81,15 @@ class Unfinished(OfaError):
     def __init__(self, where, outcome: Outcome, finished: list[Path], resume: str):
         self.finished, self.outcome = finished, outcome
         self.failed = bool(outcome.failed) or outcome.timed_out
-        parts = []
+        parts = [f"{len(finished)} of {len(finished) + len(outcome.failed) + len(outcome.waiting)} finished"]
         if outcome.failed:
             names = ", ".join(job.name for job, _ in outcome.failed)
             parts.append(f"{len(outcome.failed)} job(s) did not finish: {names}")
         if outcome.waiting:
             ids = " ".join(job.job_id for job in outcome.waiting)
             parts.append(f"{len(outcome.waiting)} job(s) still queued or running ({ids})"
-                         + ("; stopped waiting (--wait-timeout)" if outcome.timed_out else ""))
-        parts.append(f"{len(finished)} finished output(s) are kept; {resume}")
-        super().__init__(f"{where}: " + "; ".join(parts))
+                         + (", no longer awaited (--wait-timeout)" if outcome.timed_out else ""))
+        super().__init__(f"{where}: " + "; ".join(parts + [resume]))
 
 
 # --- the record of submitted jobs --------------------------------------------------------------
@@ -105,10 +106,9 @@ class Record:
         if not self.path.is_file():
             return {}
         try:
-            entries = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            return {name: Job(name=name, **entry) for name, entry in json.loads(self.path.read_text()).items()}
+        except (OSError, ValueError, TypeError, AttributeError) as error:
             raise OfaError(f"{self.path}: not a readable job record ({error}); delete it to start afresh") from None
-        return {name: Job(name=name, **entry) for name, entry in entries.items()}
 
     def save(self, jobs: dict[str, Job]) -> None:
         entries = {name: {k: v for k, v in asdict(job).items() if k != "name"} for name, job in sorted(jobs.items())}
@@ -136,6 +136,13 @@ def slurm(*command: str, timeout_s: int = 60) -> subprocess.CompletedProcess:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise OfaError(f"{command[0]}: {error}") from None
+
+
+def require_slurm() -> None:
+    """Refuse in one line where SLURM's commands are missing."""
+    missing = [name for name in ("sbatch", "squeue", "sinfo", "scancel") if shutil.which(name) is None]
+    if missing:
+        raise OfaError(f"--launcher slurm: {', '.join(missing)} not found on PATH (not a SLURM submit host?)")
 
 
 def queue_states(job_ids) -> dict[str, tuple[str, str]]:
@@ -348,38 +355,63 @@ def wait_for(jobs: list[Job], is_done: Callable[[str], bool], label: str, timeou
     start = time.monotonic()
     with tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, file=sys.stderr) as bar:
         while open_jobs:
-            states = queue_states(job.job_id for job in open_jobs if not is_done(job.name))
-            now = time.monotonic()
-            still_open, failed = [], []
-            for job in open_jobs:
-                why = _verdict(job, is_done, states.get(job.job_id), seen, now, grace_s)
-                if why == "":
-                    outcome.finished.append(job)
-                elif why is None:
-                    still_open.append(job)
-                else:
-                    failed.append((job, why))
-            _report_failures(failed)
-            cancel(job.job_id for job, why in failed if why.startswith("can never start"))
-            outcome.failed += failed
-            bar.update(len(open_jobs) - len(still_open))
-            bar.set_postfix_str(_summary(states, still_open), refresh=True)
-            open_jobs = still_open
-            if open_jobs and timeout_min is not None and now - start >= timeout_min * 60:
+            states = _ask_queue((job.job_id for job in open_jobs if not is_done(job.name)), seen)
+            if states is not None:
+                open_jobs = _settle(open_jobs, states, is_done, seen, outcome, grace_s)
+                bar.update(len(jobs) - len(open_jobs) - bar.n)
+                bar.set_postfix_str(_summary(states, open_jobs), refresh=True)
+            elapsed = time.monotonic() - start
+            if open_jobs and timeout_min is not None and elapsed >= timeout_min * 60:
                 outcome.timed_out = True
                 break
             if open_jobs:
-                time.sleep(min(60.0, max(poll_s, (now - start) / 20)))
+                time.sleep(min(60.0, max(poll_s, elapsed / 20)))
     outcome.waiting = open_jobs
     return outcome
 
 
+def _settle(open_jobs: list[Job], states: dict, is_done, seen: "_Sightings", outcome: Outcome,
+            grace_s: float) -> list[Job]:
+    """Sort the open jobs by this poll: finished and failed ones go to `outcome` (failures are
+    reported at once, jobs that can never start are cancelled); returns those still open."""
+    now = time.monotonic()
+    still_open, failed = [], []
+    for job in open_jobs:
+        why = _verdict(job, is_done, states.get(job.job_id), seen, now, grace_s)
+        if why == "":
+            outcome.finished.append(job)
+        elif why is None:
+            still_open.append(job)
+        else:
+            failed.append((job, why))
+    _report_failures(failed)
+    cancel(job.job_id for job, why in failed if why.startswith("can never start"))
+    outcome.failed += failed
+    return still_open
+
+
+def _ask_queue(job_ids, seen: "_Sightings", tries: int = 5) -> dict | None:
+    """queue_states, or None when squeue failed (a busy controller); raises after `tries` in a row."""
+    try:
+        states = queue_states(job_ids)
+    except OfaError as error:
+        seen.squeue_failures += 1
+        if seen.squeue_failures >= tries:
+            raise
+        print(f"\n{error} (asking again)", file=sys.stderr)
+        return None
+    seen.squeue_failures = 0
+    return states
+
+
 @dataclass
 class _Sightings:
-    """What earlier polls saw: each job's last active state, and since when it lacks its output."""
+    """What earlier polls saw: each job's last active state, since when it lacks its output, and
+    how many squeue calls in a row failed."""
 
     last_state: dict[str, str] = field(default_factory=dict)
     gone_since: dict[str, float] = field(default_factory=dict)
+    squeue_failures: int = 0
 
 
 def _verdict(job: Job, is_done, state_reason, seen: _Sightings, now: float, grace_s: float) -> str | None:

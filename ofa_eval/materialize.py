@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from ofa_eval.errors import OfaError
+from ofa_eval.jobs import Unfinished
 from ofa_eval.keys import member_key
 from ofa_eval.protocol import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
                                pools_in_store)
@@ -209,7 +210,7 @@ def _member_predictions(plan: AveragePlan) -> Path | None:
 
 def ingest_averages(con, folders: list[Path]) -> int:
     """Score averaged-model folders and record them; one transaction for all of them."""
-    from ofa_eval.ingest import read_manifest, score_predictions
+    from ofa_eval.scoring import read_manifest, score_predictions
     from ofa_eval.store import transaction
 
     scored = []
@@ -280,7 +281,16 @@ def materialize_missing(db_path, tasks, models, pairs, options: DrawOptions, max
         if keys & seen:
             raise OfaError(f"{root}: averaged models were made but the store still lacks them")
         seen |= keys
-        folders = maker(plans, root)
+        try:
+            folders = maker(plans, root)
+        except Unfinished as unfinished:  # ingest what finished, then report the rest
+            with connected(db_path) as con:
+                made += ingest_averages(con, unfinished.finished)
+            if unfinished.failed:
+                print(f"{made} averaged model(s) ingested", file=sys.stderr)
+                raise
+            print(unfinished, file=sys.stderr)
+            return made
         with connected(db_path) as con:
             made += ingest_averages(con, folders)
     return made

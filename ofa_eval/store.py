@@ -1,15 +1,24 @@
-"""Opening the DuckDB store: creation, schema versioning, locking errors and transactions.
+"""Opening the DuckDB store: creation, schema versioning, locking and transactions.
 
 Every write to the store goes through `transaction()`, so a failed import or ingest leaves the
 store exactly as it was. A new store gets `schema.sql` (version 1) and then every migration in
 `migrations/` (`<version>.sql`, applied in order); a writable open of an older store applies the
 migrations it lacks in one transaction.
+
+DuckDB lets one process write a database file, or several read it. A command that finds the
+store locked by another process retries for up to the lock timeout (`ofa-eval --lock-timeout`,
+`OFA_EVAL_LOCK_TIMEOUT`), then stops with one line naming the holder. A new store is made under
+a temporary name and linked into place only if the path is still free, so two commands creating
+one store at once both end up with the same, complete store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
+import time
 from importlib import resources
 
 import duckdb
@@ -17,6 +26,27 @@ import duckdb
 from ofa_eval.errors import OfaError
 
 SCHEMA_VERSION = 3
+LOCK_TIMEOUT_ENV = "OFA_EVAL_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds
+_lock_timeout: float | None = None  # set by the command line (`--lock-timeout`)
+
+
+def set_lock_timeout(seconds: float | None) -> None:
+    """How long opening a locked store waits before it gives up (None: the environment's, else the default)."""
+    global _lock_timeout
+    if seconds is not None and seconds < 0:
+        raise OfaError(f"--lock-timeout {seconds:g}: not a number of seconds >= 0")
+    _lock_timeout = seconds
+
+
+def lock_timeout() -> float:
+    if _lock_timeout is not None:
+        return _lock_timeout
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return float(value) if value else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        raise OfaError(f"{LOCK_TIMEOUT_ENV}={value!r}: not a number of seconds") from None
 
 
 def _schema_sql() -> str:
@@ -29,15 +59,51 @@ def _migration_sql(version: int) -> str:
 
 
 def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    try:
-        return duckdb.connect(path, read_only=read_only)
-    except duckdb.IOException as error:
-        message = str(error).splitlines()[0]
-        if "lock" in message.lower():
-            raise OfaError(f"{path}: the store is locked by another process ({message})") from None
-        raise OfaError(f"{path}: cannot open the store ({message})") from None
-    except duckdb.Error as error:
-        raise OfaError(f"{path}: not a DuckDB store ({str(error).splitlines()[0]})") from None
+    """A connection, waiting (with backoff) up to the lock timeout while another process holds the store."""
+    timeout = lock_timeout()
+    deadline, delay = time.monotonic() + timeout, 0.05
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as error:
+            message = str(error).splitlines()[0]
+            if not _is_lock_error(message):
+                raise OfaError(f"{path}: cannot open the store ({_short(message)})") from None
+            if time.monotonic() >= deadline:
+                raise OfaError(f"{path}: the store is locked by another process ({_holder(message)}); "
+                               f"gave up after {timeout:g} s (--lock-timeout, {LOCK_TIMEOUT_ENV})") from None
+        except duckdb.Error as error:
+            raise OfaError(f"{path}: not a DuckDB store ({str(error).splitlines()[0]})") from None
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(2 * delay, 1.0)
+
+
+def _is_lock_error(message: str) -> bool:
+    return "lock" in message.lower()
+
+
+def _holder(message: str) -> str:
+    """Who holds the lock, from DuckDB's message ("Conflicting lock is held in PROGRAM (PID N)")."""
+    found = re.search(r"held in (.*?) \(PID (\d+)\)", message)
+    return f"PID {found.group(2)}, {found.group(1)}" if found else _short(message)
+
+
+def _short(message: str) -> str:
+    return message.split(". See also")[0]
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """A write failed for lack of space (ENOSPC) or over the file size limit (EFBIG)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EFBIG):
+        return True
+    text = str(error).lower()
+    return "no space left" in text or "file too large" in text
+
+
+def disk_full_error(path, error: BaseException) -> OfaError:
+    """The one-line error for a full disk while writing `path`."""
+    reason = "file too large" if "too large" in str(error).lower() else "no space left on the device"
+    return OfaError(f"{path}: {reason} while writing; the store keeps its earlier state")
 
 
 def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
@@ -48,6 +114,42 @@ def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
         return None
     rows = con.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchall()
     return int(rows[0][0]) if rows else None
+
+
+def _create_store(path: str) -> None:
+    """A new store at `path`, unless another process made one first: built under a temporary
+    name, closed, then hard-linked into place, which fails when the path exists (never a half-made file)."""
+    temporary = f"{path}.new-{os.getpid()}"
+    try:
+        con = duckdb.connect(temporary)
+        try:
+            _create_schema(con)
+        finally:
+            con.close()
+        _link_if_absent(temporary, path)
+    except OSError as error:
+        raise (disk_full_error(path, error) if is_disk_full(error)
+               else OfaError(f"{path}: cannot create the store ({error.strerror or error})")) from None
+    except duckdb.Error as error:
+        if is_disk_full(error):
+            raise disk_full_error(path, error) from None
+        raise
+    finally:
+        for leftover in (temporary, f"{temporary}.wal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+
+
+def _link_if_absent(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        pass  # another process created the store first: use theirs
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+            raise
+        if not os.path.exists(target):  # a file system without hard links: not race-free
+            os.replace(source, target)
 
 
 def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -88,6 +190,8 @@ def open_store(path: str, *, read_only: bool = False, must_exist: bool = False):
     exists = os.path.exists(path)
     if not exists and (read_only or must_exist):
         raise OfaError(f"{path}: no store here (create one with `ofa-eval import` or `ofa-eval ingest`)")
+    if not exists:
+        _create_store(path)
     con = _connect(path, read_only=read_only)
     try:
         _check_version(path, con, read_only)
@@ -118,7 +222,8 @@ def transaction(con: duckdb.DuckDBPyConnection):
     try:
         yield con
     except BaseException:
-        con.execute("ROLLBACK")
+        with contextlib.suppress(duckdb.Error):  # after a fatal error (a full disk) DuckDB has rolled back already
+            con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
 

@@ -25,7 +25,6 @@ import importlib.util
 import os
 import re
 import sys
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from ofa_eval.errors import OfaError
@@ -149,6 +148,8 @@ def _tasks() -> dict[str, TaskDefinition]:
     global _registry
     if _registry is None:
         _registry = {task.name: task for task in BUILT_IN}
+        from importlib.metadata import entry_points  # costs ~0.1 s: only when a task is looked up
+
         try:
             for entry_point in entry_points(group=ENTRY_POINT_GROUP):
                 _add(_load(entry_point), f"task plug-in {entry_point.name} = {entry_point.value}",
@@ -217,7 +218,7 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _load(entry_point: EntryPoint):
+def _load(entry_point):
     try:
         return entry_point.load()
     except Exception as error:  # a broken plug-in: say which one, whatever went wrong in it

@@ -1,4 +1,5 @@
-"""Validation of run folders (docs/artifacts.md, "What `validate` and `ingest` check"): every rule, in one place.
+"""Validation of run folders (docs/artifacts.md, "What `validate` and `ingest` check"): every check, in one place
+(the rules for single manifest values are `ofa_eval.value_rules`).
 
 `validate_run` lists every problem of one run folder; `validate_runs` those of every run folder
 under a root, plus the problems between folders (one run identity in two folders). `ofa-eval
@@ -17,12 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
+from ofa_eval import value_rules as rules
 from ofa_eval.errors import OfaError
 from ofa_eval.run_format import (AVERAGE_MANIFEST, CA_SUBJECT, EXAMPLE_ID, FORMAT_VERSION, GOLD, MANIFEST,
                                  PREDICTIONS, WEIGHTS, predictions_folder, prediction_file, snapshot_subject)
@@ -33,7 +34,7 @@ WEIGHT_STORAGE = ("all", "needed")
 HEAD_MODES = ("frozen-copied", "shared-init", "none")
 IDENTITY_KEYS = ("task", "model", "learning_rate", "batch_size", "seed")
 EPOCH_TOLERANCE = 2e-6  # the producers round a snapshot's epoch to 6 decimals
-INT32, INT64 = 2**31 - 1, 2**63 - 1  # the store's INTEGER and BIGINT columns
+INT32 = 2**31 - 1  # the store's INTEGER columns
 
 
 @dataclass(frozen=True)
@@ -48,195 +49,59 @@ class Problem:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rules for single values: each returns what is wrong ("is ..., not ...") or None
+# The manifest
 
-Rule = Callable[[object], "str | None"]
-
-
-def _shown(value) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _is_number(value) -> bool:
-    return type(value) in (int, float)
-
-
-def _integer(minimum: int | None = None, maximum: int = INT64) -> Rule:
-    def rule(value):
-        if type(value) is not int:
-            return f"is {_shown(value)}, not an integer"
-        if minimum is not None and value < minimum:
-            return f"is {value}, less than {minimum}"
-        if value > maximum or value < -maximum - 1:
-            return f"is {value}, outside {-maximum - 1}..{maximum}"
-        return None
-    return rule
-
-
-def _number(minimum: float | None = None, maximum: float | None = None, positive: bool = False) -> Rule:
-    def rule(value):
-        if not _is_number(value):
-            return f"is {_shown(value)}, not a number"
-        if not math.isfinite(value):
-            return f"is {_shown(value)}, not a finite number"
-        if positive and value <= 0:
-            return f"is {value}, not positive"
-        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            low, high = ("-inf" if minimum is None else minimum), ("inf" if maximum is None else maximum)
-            return f"is {value}, outside {low}..{high}"
-        return None
-    return rule
-
-
-def _text(value):
-    return None if isinstance(value, str) and value.strip() else f"is {_shown(value)}, not a non-empty string"
-
-
-def _choice(*choices: str) -> Rule:
-    def rule(value):
-        if isinstance(value, str) and value in choices:
-            return None
-        return f"is {_shown(value)}, not one of {', '.join(choices)}"
-    return rule
-
-
-def _is_file_text(value) -> bool:
-    """A string that can be (part of) a file name: non-empty, no NUL, encodable."""
-    return isinstance(value, str) and bool(value) and "\0" not in value and value.isprintable()
-
-
-def _plain_name(value):
-    """A name that becomes part of file names: no folders, nothing that climbs out of one."""
-    if not _is_file_text(value) or value in (".", "..") or any(c in value for c in "/\\"):
-        return f"is {_shown(value)}, not a plain name (it becomes part of file names)"
-    return None
-
-
-def _sha256(value):
-    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
-        return None
-    return f"is {_shown(value)}, not a SHA-256 hex digest"
-
-
-def _relative_path(value):
-    """A path inside the run folder, relative to it."""
-    if not _is_file_text(value):
-        return f"is {_shown(value)}, not a path"
-    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or PureWindowsPath(value).drive:
-        return f"is {_shown(value)}, an absolute path (paths are relative to the run folder)"
-    if ".." in PurePosixPath(value.replace("\\", "/")).parts:
-        return f"is {_shown(value)}, a path that leaves the run folder"
-    return None
-
-
-def _label_names(value):
-    if not (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
-        return f"is {_shown(value)}, not a list of non-empty strings"
-    if len(set(value)) < len(value):
-        return f"names {next(v for v in value if value.count(v) > 1)!r} twice"
-    return None
-
-
-def _optional(rule: Rule) -> Rule:
-    return lambda value: None if value is None else rule(value)
-
-
-@dataclass(frozen=True)
-class Record:
-    """A JSON object with these fields ({key: (required, rule)}); `nullable`: null is fine too."""
-
-    fields: dict
-    nullable: bool = False
-
-
-@dataclass(frozen=True)
-class Records:
-    """A JSON list of `Record`s."""
-
-    record: Record
-
-
-SNAPSHOT = Record({
-    "index": (True, _integer(1, INT32)),
-    "step": (True, _integer(1)),
-    "epoch": (False, _optional(_number(minimum=0))),
-    "source_validation": (False, _optional(_number(0, 100))),
-    "weights": (False, _optional(_relative_path)),
-    "sha256": (False, _optional(_sha256)),
-    "bytes": (False, _optional(_integer(0))),
+SNAPSHOT = rules.Record({
+    "index": (True, rules.integer(1, INT32)),
+    "step": (True, rules.integer(1)),
+    "epoch": (False, rules.optional(rules.number(minimum=0))),
+    "source_validation": (False, rules.optional(rules.number(0, 100))),
+    "weights": (False, rules.optional(rules.relative_path)),
+    "sha256": (False, rules.optional(rules.sha256)),
+    "bytes": (False, rules.optional(rules.integer(0))),
 })
-EVAL_SET = Record({
-    "dataset": (True, _plain_name),
-    "language": (True, _plain_name),
-    "split": (True, _plain_name),
-    "role": (True, _choice(*ROLES)),
-    "gold": (True, _relative_path),
-    "inputs": (False, _relative_path),
-    "n_examples": (False, _integer(1, INT32)),
+EVAL_SET = rules.Record({
+    "dataset": (True, rules.plain_name),
+    "language": (True, rules.plain_name),
+    "split": (True, rules.plain_name),
+    "role": (True, rules.choice(*ROLES)),
+    "gold": (True, rules.relative_path),
+    "inputs": (False, rules.relative_path),
+    "n_examples": (False, rules.integer(1, INT32)),
 })
-WEIGHTS_RECORD = Record({
-    "weights": (False, _optional(_relative_path)),
-    "sha256": (False, _optional(_sha256)),
-    "bytes": (False, _optional(_integer(0))),
+WEIGHTS_RECORD = rules.Record({
+    "weights": (False, rules.optional(rules.relative_path)),
+    "sha256": (False, rules.optional(rules.sha256)),
+    "bytes": (False, rules.optional(rules.integer(0))),
 }, nullable=True)
 MANIFEST_FIELDS = {
-    "state": (True, _choice(*STATES)),
-    "task": (True, _text),
-    "model": (True, _text),
-    "learning_rate": (True, _number(positive=True)),
-    "batch_size": (True, _integer(1, INT32)),
-    "seed": (True, _integer()),
-    "snapshots": (True, Records(SNAPSHOT)),
-    "eval_sets": (True, Records(EVAL_SET)),
-    "run_name": (False, _plain_name),
-    "model_name_or_path": (False, _text),
-    "epochs": (False, _optional(_integer(1, INT32))),
-    "max_length": (False, _integer(1)),
-    "weight_decay": (False, _number(minimum=0)),
-    "warmup_ratio": (False, _number(0, 1)),
-    "max_grad_norm": (False, _optional(_number(minimum=0))),
-    "weight_storage": (False, _choice(*WEIGHT_STORAGE)),
-    "code_version": (False, _text),
-    "label_names": (False, _label_names),
-    "head_alignment": (False, Record({"mode": (True, _choice(*HEAD_MODES)),
-                                      "head_sha256": (False, _optional(_sha256))})),
-    "task_settings": (False, Record({key: (False, _integer(1)) for key in
-                                     ("stride", "n_best", "max_answer_length", "eval_batch_size")})),
-    "snapshots_per_run": (False, _integer(1)),
-    "total_steps": (False, _optional(_integer(1))),
-    "bytes_on_disk": (False, _integer(0)),
+    "state": (True, rules.choice(*STATES)),
+    "task": (True, rules.text),
+    "model": (True, rules.text),
+    "learning_rate": (True, rules.number(positive=True)),
+    "batch_size": (True, rules.integer(1, INT32)),
+    "seed": (True, rules.integer()),
+    "snapshots": (True, rules.Records(SNAPSHOT)),
+    "eval_sets": (True, rules.Records(EVAL_SET)),
+    "run_name": (False, rules.plain_name),
+    "model_name_or_path": (False, rules.text),
+    "epochs": (False, rules.optional(rules.integer(1, INT32))),
+    "max_length": (False, rules.integer(1)),
+    "weight_decay": (False, rules.number(minimum=0)),
+    "warmup_ratio": (False, rules.number(0, 1)),
+    "max_grad_norm": (False, rules.optional(rules.number(minimum=0))),
+    "weight_storage": (False, rules.choice(*WEIGHT_STORAGE)),
+    "code_version": (False, rules.text),
+    "label_names": (False, rules.label_names),
+    "head_alignment": (False, rules.Record({"mode": (True, rules.choice(*HEAD_MODES)),
+                                            "head_sha256": (False, rules.optional(rules.sha256))})),
+    "task_settings": (False, rules.Record({key: (False, rules.integer(1)) for key in
+                                           ("stride", "n_best", "max_answer_length", "eval_batch_size")})),
+    "snapshots_per_run": (False, rules.integer(1)),
+    "total_steps": (False, rules.optional(rules.integer(1))),
+    "bytes_on_disk": (False, rules.integer(0)),
     "ca": (False, WEIGHTS_RECORD),
 }
-
-
-def _field_problems(record: dict, fields: dict, where: str) -> list[str]:
-    problems = []
-    for key, (required, rule) in fields.items():
-        if key in record:
-            problems += _value_problems(record[key], rule, f"{where}{key}")
-        elif required:
-            problems.append(f"{where}{key} is missing")
-    return problems
-
-
-def _value_problems(value, rule, label: str) -> list[str]:
-    if isinstance(rule, Records):
-        if not isinstance(value, list):
-            return [f"{label} is {_shown(value)}, not a list"]
-        return [p for n, item in enumerate(value) for p in _value_problems(item, rule.record, f"{label}[{n}]")]
-    if isinstance(rule, Record):
-        if value is None and rule.nullable:
-            return []
-        if not isinstance(value, dict):
-            return [f"{label} is {_shown(value)}, not an object"]
-        return _field_problems(value, rule.fields, f"{label}.")
-    problem = rule(value)
-    return [f"{label} {problem}"] if problem else []
-
-
-# ---------------------------------------------------------------------------------------------
-# The manifest
 
 
 def _read_manifest(run_dir: Path) -> tuple[dict | None, list[Problem]]:
@@ -251,7 +116,7 @@ def _read_manifest(run_dir: Path) -> tuple[dict | None, list[Problem]]:
     if "format_version" not in manifest:
         return None, [Problem(path, "missing key(s) format_version")]
     if manifest["format_version"] != FORMAT_VERSION or type(manifest["format_version"]) is not int:
-        return None, [Problem(path, f"artifact format {_shown(manifest['format_version'])} "
+        return None, [Problem(path, f"artifact format {rules.shown(manifest['format_version'])} "
                                     f"(this ofa-eval reads {FORMAT_VERSION})")]
     return manifest, []
 
@@ -267,7 +132,7 @@ def manifest_problems(run_dir: Path) -> tuple[dict | None, list[Problem]]:
     manifest, problems = _read_manifest(run_dir)
     if manifest is None:
         return None, problems
-    by_key = {key: _field_problems(manifest, {key: spec}, "") for key, spec in MANIFEST_FIELDS.items()}
+    by_key = {key: rules.field_problems(manifest, {key: spec}, "") for key, spec in MANIFEST_FIELDS.items()}
     messages = [message for found in by_key.values() for message in found]
     task_problem = None if by_key["task"] else _task_problem(manifest)
     messages += [task_problem] if task_problem else []
@@ -472,17 +337,22 @@ def _read_table(path: Path, root: Path, column: str) -> tuple[_Table | None, lis
     return _Table(path, ids, frame[column]), []
 
 
-def table_problems(run_dir: Path, manifest: dict) -> list[Problem]:
+def table_problems(run_dir: Path, manifest: dict, tables: dict | None = None) -> list[Problem]:
     """Every evaluation set's gold table and every subject's prediction table: present, readable,
-    with the task's columns and value types, one row per example, the same example ids."""
+    with the task's columns and value types, one row per example, the same example ids.
+
+    `tables`, when given, receives every table read, so that ingest scores without reading again:
+    {(GOLD or a subject, dataset, language, split): (example ids, values)} (polars Series)."""
     from ofa_eval.tasks import get_task
 
     task, root, problems = get_task(manifest["task"]), run_dir.resolve(), []
     subjects = [snapshot_subject(s["index"]) for s in manifest["snapshots"]]
     subjects += [CA_SUBJECT] if manifest.get("ca") else []
     for eval_set in manifest["eval_sets"]:
+        key = (eval_set["dataset"], eval_set["language"], eval_set["split"])
         gold, found = _read_table(run_dir / eval_set["gold"], root, task.gold_column)
         problems += found
+        _keep(tables, (GOLD, *key), gold)
         gold_values = _value_problems_of(task, "gold", gold, manifest.get("label_names")) if gold is not None else []
         problems += (_row_count_problems(gold, eval_set) if gold is not None else []) + gold_values
         for subject in subjects:
@@ -490,10 +360,16 @@ def table_problems(run_dir: Path, manifest: dict) -> list[Problem]:
                 eval_set["dataset"], eval_set["language"], eval_set["split"])
             predictions, found = _read_table(path, root, task.prediction_column)
             problems += found
+            _keep(tables, (subject, *key), predictions)
             if predictions is not None:
                 problems += _prediction_problems(task, predictions, gold, manifest.get("label_names"),
                                                  pair=not gold_values)
     return problems
+
+
+def _keep(tables: dict | None, key: tuple, table: _Table | None) -> None:
+    if tables is not None and table is not None:
+        tables[key] = (table.ids, table.values)
 
 
 def _row_count_problems(gold: _Table, eval_set: dict) -> list[Problem]:
@@ -540,14 +416,15 @@ def _id_problem(gold_ids, prediction_ids) -> str | None:
 # One run folder, and every run folder under a root
 
 
-def validate_run(run_dir: Path) -> list[Problem]:
-    """Every problem of one run folder (an empty list when it is fine)."""
+def validate_run(run_dir: Path, tables: dict | None = None) -> list[Problem]:
+    """Every problem of one run folder (an empty list when it is fine); `tables`: see `table_problems`."""
     run_dir = Path(run_dir)
     manifest, problems = manifest_problems(run_dir)
     problems += _unreadable_as_problem(link_problems, run_dir)
     if manifest is not None and manifest["state"] == "complete":
-        for check in (weight_problems, table_problems, leftover_problems):
-            problems += _unreadable_as_problem(check, run_dir, manifest)
+        problems += _unreadable_as_problem(weight_problems, run_dir, manifest)
+        problems += _unreadable_as_problem(table_problems, run_dir, manifest, tables)
+        problems += _unreadable_as_problem(leftover_problems, run_dir, manifest)
     return problems
 
 
@@ -559,10 +436,11 @@ def _unreadable_as_problem(check, run_dir: Path, *args) -> list[Problem]:
         return [_unreadable(Path(error.filename or run_dir), error)]
 
 
-def check_run(run_dir: Path) -> dict:
-    """The manifest of a run folder without problems; OfaError with the first problem otherwise."""
+def check_run(run_dir: Path, tables: dict | None = None) -> dict:
+    """The manifest of a run folder without problems; OfaError with the first problem otherwise.
+    `tables`, when given, receives the gold and prediction tables read (see `table_problems`)."""
     run_dir = Path(run_dir)
-    problems = validate_run(run_dir)
+    problems = validate_run(run_dir, tables)
     if problems:
         raise OfaError(problems[0].line())
     return json.loads((run_dir / MANIFEST).read_text())
@@ -622,7 +500,7 @@ def _identity(manifest: dict) -> tuple | None:
     """(task, model, learning rate, batch size, seed) when every part is well formed."""
     values = tuple(manifest.get(key) for key in IDENTITY_KEYS)
     task, model, learning_rate, batch_size, seed = values
-    if not (isinstance(task, str) and isinstance(model, str) and _is_number(learning_rate)
+    if not (isinstance(task, str) and isinstance(model, str) and rules.is_number(learning_rate)
             and math.isfinite(learning_rate) and type(batch_size) is int and type(seed) is int):
         return None
     return task, model, float(learning_rate), batch_size, seed
@@ -649,11 +527,13 @@ def identity_problems(manifests: dict[Path, dict]) -> list[Problem]:
 
 
 def _readable_manifests(run_dirs: list[Path]) -> dict[Path, dict]:
+    """What `identity_problems` reads of each readable manifest (only that: a lab's store has
+    thousands of runs, and whole manifests would make memory grow with their number)."""
     manifests = {}
     for run_dir in run_dirs:
         manifest, _ = _read_manifest(run_dir)
         if manifest is not None:
-            manifests[run_dir] = manifest
+            manifests[run_dir] = {key: manifest[key] for key in (*IDENTITY_KEYS, "run_name") if key in manifest}
     return manifests
 
 

@@ -2,20 +2,19 @@
 
 Inputs are memory-mapped and handed out as zero-copy views of tensor chunks, each chunk's pages
 released from the process once used. Outputs, whose headers are known up front, are written
-sequentially by a background thread (`WriteQueue`) into temporary files beside their
+sequentially, chunk by chunk as they are made (`ChunkWriter`), into temporary files beside their
 destinations (`AtomicOutputs`), moved into place with `os.replace` only when all are complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
 import mmap
 import os
-import queue
 import struct
-import threading
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -26,6 +25,7 @@ from ofa_eval.safetensors_file import Checkpoint, TensorEntry, dtype_size, open_
 from ofa_eval.tempfiles import remove_orphans, temporary_path
 
 PAGE_BYTES = 4096
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux's value; Python adds the name in 3.13
 TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                 "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "U16": torch.uint16,
                 "I32": torch.int32, "U32": torch.uint32, "I64": torch.int64, "U64": torch.uint64}
@@ -112,6 +112,21 @@ class InputReader:
         self.bytes_read += count * dtype.itemsize
         return torch.frombuffer(self.maps[entry.file], dtype=dtype, count=count, offset=entry.start + byte_offset)
 
+    def byte_range(self, name: str, byte_offset: int, nbytes: int) -> memoryview:
+        """A read-only, zero-copy view of `nbytes` bytes of tensor `name` from byte `byte_offset` on, for
+        `write()` (not counted in `bytes_read`: `view` counts the values it hands out).
+
+        Its pages are mapped first (MADV_POPULATE_READ, Linux 5.14+): the kernel copies a write's
+        source without taking page faults, and on a missing page it stops, zero-fills the rest of
+        the destination block and starts again, which costs more than the copy itself.
+        """
+        entry = self.checkpoint.entries[name]
+        begin, mapping = entry.start + byte_offset, self.maps[entry.file]
+        first_page = begin - begin % mmap.PAGESIZE
+        with contextlib.suppress(OSError):  # an older kernel: the write faults the pages in itself
+            mapping.madvise(MADV_POPULATE_READ, first_page, begin + nbytes - first_page)
+        return memoryview(mapping)[begin: begin + nbytes]
+
     def raw_bytes(self, name: str) -> bytes:
         entry = self.checkpoint.entries[name]
         self.bytes_read += entry.nbytes
@@ -175,7 +190,7 @@ class StreamingWriter:
         header = _header_bytes(layout, metadata)
         self.expected = sum(entry.nbytes for entry in layout)
         self.written = 0
-        self.queued = len(header)  # the file position after every chunk handed to the write queue
+        self.position = len(header)  # the file position after every chunk written
         _preallocate(handle.fileno(), len(header) + self.expected)
         handle.write(header)
 
@@ -184,6 +199,7 @@ class StreamingWriter:
         while done < data.nbytes:
             done += self.handle.write(data[done:])
         self.written += done
+        self.position += done
 
     def finish(self, fsync: bool) -> None:
         if self.written != self.expected:
@@ -235,56 +251,34 @@ class AtomicOutputs:
         return False
 
 
-class WriteQueue:
-    """A background thread writing output chunks, so that writing overlaps reading and adding.
+class ChunkWriter:
+    """Writes output chunks, made in a few reused slots whose page offsets match the chunks' file positions.
 
-    Chunks are handed over in a few reused slots; `slot()` blocks while every slot is queued,
-    which bounds the memory in flight. A write error is raised in the main thread.
+    Writes happen on the calling thread. A background writer thread overlapping them with the
+    adds was measured slower on 2 busy cores (`benchmarks/results/average-cpu.md`): the kernel's
+    copy of a chunk that another core has just summed took about twice as long, and the thread
+    competed with the adds for the cores.
     """
 
-    def __init__(self, slot_bytes: int, n_slots: int = 4):
-        self.free: queue.Queue = queue.Queue()
-        for _ in range(n_slots):
-            self.free.put(torch.empty(slot_bytes + PAGE_BYTES, dtype=torch.uint8))
-        self.jobs: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="ofa-eval-average-writer", daemon=True)
-        self.thread.start()
+    def __init__(self, slot_bytes: int, n_slots: int = 2):
+        self.free = [torch.empty(slot_bytes + PAGE_BYTES, dtype=torch.uint8) for _ in range(n_slots)]
 
     def slot(self, dtype: torch.dtype, count: int, file_position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A free slot (to give back through `put`) and a view of it for `count` values of `dtype`.
+        """A free slot (to give back through `write`) and a view of it for `count` values of `dtype`.
 
         The view sits at the same offset within its page as `file_position` does: the kernel's
         copies between user memory and the page cache are several times slower on some CPUs
         (AMD EPYC here) when the two offsets differ unluckily.
         """
-        self.raise_error()
-        raw = self.free.get()
+        raw = self.free.pop()
         shift = (file_position - raw.data_ptr()) % PAGE_BYTES
         shift -= shift % dtype.itemsize
         return raw, raw[shift: shift + count * dtype.itemsize].view(dtype)
 
-    def put(self, writer: StreamingWriter, data: memoryview, slot: torch.Tensor | None = None) -> None:
-        writer.queued += data.nbytes
-        self.jobs.put((writer, data, slot))
-
-    def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            writer, data, slot = job
-            try:
-                if self.error is None:
-                    writer.write(data)
-            except BaseException as error:  # handed to the main thread by raise_error
-                self.error = error
-            finally:
-                if slot is not None:
-                    self.free.put(slot)
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def close(self) -> None:
-        """Wait until every queued chunk is written."""
-        self.jobs.put(None)
-        self.thread.join()
+    def write(self, writer: StreamingWriter, data: memoryview, slot: torch.Tensor | None = None) -> None:
+        """Write `data` to `writer`, then give `slot` (if any) back."""
+        try:
+            writer.write(data)
+        finally:
+            if slot is not None:
+                self.free.append(slot)

@@ -1,5 +1,5 @@
 """The `train` command: train a grid file's runs into a runs folder, here or on SLURM; and
-`build-model`: a small model and tokenizer for one's own languages (`producers.modeling`).
+`build-model`: a small model and tokenizer for one's own languages (`producers.pretrain`).
 
 Registered in the `ofa-eval` CLI by `ofa_eval.cli`; torch and transformers are imported only
 when the command runs.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from ofa_eval.extras import require_training_extra
-from producers.modeling import QUICKSTART_PRETRAIN_STEPS
+from producers.pretrain import QUICKSTART_PRETRAIN_STEPS
 
 
 class TaskChoice(click.Choice):
@@ -32,7 +32,7 @@ def slurm_options(function):
     options = [
         click.option("--slurm-partition", help="SLURM partition (default: the cluster's default partition)."),
         click.option("--slurm-timeout", "timeout_min", type=int,
-                     help="Time limit of each job, in minutes (default: 24 hours, or the partition's limit if shorter)."),
+                     help="Time limit per job in minutes (default: 24 hours, or the partition's limit if shorter)."),
         click.option("--slurm-gpus", "gpus_per_node", type=int,
                      help="GPUs per job (default: 1 where the partition has GPUs, else 0)."),
         click.option("--slurm-cpus", "cpus_per_task", type=int,
@@ -182,9 +182,11 @@ def adopt(trainer_dir, task, data_spec, out, model, learning_rate, batch_size, s
 @click.option("--pretrain-steps", type=click.IntRange(min=0), default=QUICKSTART_PRETRAIN_STEPS, show_default=True,
               help="Masked-language-modelling steps of 32 texts (0: leave the weights random).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights, batches and masks.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU threads (more help only a wider model than the default).")
 @click.option("--rebuild", is_flag=True, help="Replace a model that --out holds from other texts or settings.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def build_model(texts, out, vocab_size, layers, hidden, heads, pretrain_steps, seed, rebuild, quiet):
+def build_model(texts, out, vocab_size, layers, hidden, heads, pretrain_steps, seed, threads, rebuild, quiet):
     """Build a small XLM-R-shaped model and tokenizer for your languages from TEXTS.
 
     TEXTS are files of unlabeled text in every language the model should know: plain text
@@ -202,13 +204,15 @@ def build_model(texts, out, vocab_size, layers, hidden, heads, pretrain_steps, s
     import json
     from pathlib import Path
 
-    from producers.modeling import BUILD_RECORD, build_model_from_files, model_shape
+    from producers.modeling import BUILD_RECORD, model_shape
+    from producers.pretrain import build_model_from_files
 
     require_training_extra()
     record_path = Path(out) / BUILD_RECORD
     before = record_path.read_text() if record_path.is_file() else None
     build_model_from_files(out, texts, vocab_size=vocab_size, shape=model_shape(layers, hidden, heads),
-                           pretrain_steps=pretrain_steps, seed=seed, rebuild=rebuild, progress=not quiet)
+                           pretrain_steps=pretrain_steps, seed=seed, rebuild=rebuild, threads=threads,
+                           progress=not quiet)
     after = record_path.read_text()
     record = json.loads(after)
     loss = record["pretraining_loss"]

@@ -31,7 +31,7 @@ def read_conll(path) -> list[tuple[list[str], list[str]]]:
     """
     sentences = []
     tokens, tags = [], []
-    for line_number, line in _numbered_lines(path):
+    for line_number, line in numbered_lines(path):
         columns = line.split()
         if not columns or columns[0] == _DOCUMENT_START:
             if tokens:
@@ -58,7 +58,7 @@ def _conll_tag(columns: list[str], path, line_number: int) -> str:
 def read_jsonl(path) -> list[dict]:
     """One JSON object per non-blank line."""
     records = []
-    for line_number, line in _numbered_lines(path):
+    for line_number, line in numbered_lines(path):
         if not line.strip():
             continue
         try:
@@ -122,7 +122,7 @@ def read_features_json(path) -> dict[str, list[str]]:
     return names
 
 
-def _numbered_lines(path):
+def numbered_lines(path):
     """(1-based line number, line without its end-of-line) for a UTF-8 text file."""
     _require_file(path)
     # Decoding line by line (not via a text-mode file) pins a decoding error to its line.

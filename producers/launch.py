@@ -33,7 +33,7 @@ def pending(experiment, runs_dir) -> list:
 
 def train_local(experiments, runs_dir, progress: bool = True) -> list[Path]:
     """Train every run of every experiment here, one after another."""
-    from producers.train import train_run
+    from producers.train import status_printer, train_run
 
     runs_dir, folders = Path(runs_dir), []
     for experiment in experiments:
@@ -41,6 +41,7 @@ def train_local(experiments, runs_dir, progress: bool = True) -> list[Path]:
         if not todo:
             folders += [runs_dir / c.name for c in experiment.runs()]
             continue
+        status_printer(experiment.task, progress)(f"reading the data for {len(todo)} run(s)")
         data = experiment.load_data()
         head = make_head(experiment, runs_dir, data, progress)
         for config in experiment.runs():
@@ -81,8 +82,10 @@ def make_executor(folder, cluster: str | None = None, partition: str | None = No
     """
     import submitit
 
-    from ofa_eval.jobs import DEFAULT_TIMEOUT_MIN, fit_request
+    from ofa_eval.jobs import DEFAULT_TIMEOUT_MIN, fit_request, require_slurm
 
+    if cluster == "slurm":
+        require_slurm()
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     parameters = {"timeout_min": timeout_min or DEFAULT_TIMEOUT_MIN, "slurm_array_parallelism": array_parallelism}
     if executor.cluster == "slurm":
@@ -121,8 +124,9 @@ def check_grid(experiments, runs_dir) -> None:
 def _training_features(experiment, config, data) -> int:
     """How many training features a run sees: one per example, more for QA's long contexts
     (counted with the tokenizer only when the examples alone are too few)."""
-    if experiment.task != "qa" or config.epochs * steps_per_epoch(len(data.train), config.batch_size) >= config.snapshots:
-        return len(data.train)
+    examples = len(data.train)
+    if experiment.task != "qa" or config.epochs * steps_per_epoch(examples, config.batch_size) >= config.snapshots:
+        return examples
     from producers.modeling import load_tokenizer
     from producers.tasks import get_task
 

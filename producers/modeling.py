@@ -2,10 +2,10 @@
 
 - `load_model`: `AutoModelFor{SequenceClassification,QuestionAnswering,TokenClassification}`
   from a Hub id or a local folder (as `from_pretrained` takes it);
-- `build_model_from_files` (`ofa-eval build-model`) and `build_tiny_model`: a small
-  XLM-R-shaped masked language model built from an `XLMRobertaConfig`, with a BPE tokenizer
-  trained on the given texts with `tokenizers` (wrapped as a `PreTrainedTokenizerFast`),
-  pretrained on the same texts by masked language modelling (`producers.pretrain`), and saved
+- `build_tiny_model`: a small XLM-R-shaped masked language model built from an
+  `XLMRobertaConfig`, with a BPE tokenizer trained on the given texts with `tokenizers`
+  (wrapped as a `PreTrainedTokenizerFast`), optionally pretrained on the same texts
+  (`producers.pretrain`, which also reads text files for `ofa-eval build-model`), and saved
   as a folder that `load_model` reads like any checkpoint (the quickstart's model);
 - the task head (every parameter outside the base model) as a state dict, with a content hash;
 - the device, bf16 autocast on a GPU, and quiet transformers logging.
@@ -24,7 +24,6 @@ from ofa_eval.errors import OfaError
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's ids 0..3 and its mask token
 TINY_SHAPE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
-QUICKSTART_PRETRAIN_STEPS = 1000
 BUILD_RECORD = "build.json"  # what a model folder was built from (a hash of the texts and settings)
 BUILD_FORMAT = 1
 
@@ -110,37 +109,25 @@ def model_shape(layers: int = 2, hidden: int = 64, heads: int | None = None) -> 
     """An XLM-R shape: `heads` attention heads (default: one per 32 hidden units) and a
     feed-forward layer twice as wide as the hidden size (the quickstart's: 2 layers, 64, 2 heads)."""
     heads = heads or max(1, hidden // 32)
-    if layers < 1 or hidden < 1 or hidden % heads:
-        raise OfaError(f"a model of {layers} layer(s), hidden size {hidden} and {heads} head(s) is not possible: "
-                       "layers and hidden size must be positive, and the hidden size a multiple of the heads")
+    if hidden % heads:
+        raise OfaError(f"--hidden {hidden}: not a multiple of the number of attention heads ({heads}, --heads)")
     return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
             "intermediate_size": 2 * hidden}
 
 
-def build_model_from_files(directory, paths, *, vocab_size: int = 400, shape: dict | None = None,
-                           pretrain_steps: int = QUICKSTART_PRETRAIN_STEPS, seed: int = 0, rebuild: bool = False,
-                           progress: bool = False) -> Path:
-    """`ofa-eval build-model`: `build_tiny_model` on the texts of files (`producers.pretrain.read_texts`)."""
-    from producers.pretrain import read_texts
-
-    texts = [text for path in paths for text in read_texts(path)]
-    return build_tiny_model(directory, texts, seed=seed, vocab_size=vocab_size, pretrain_steps=pretrain_steps,
-                            rebuild=rebuild, progress=progress, sources=[str(path) for path in paths],
-                            **(shape or {}))
-
-
-def build_tiny_model(directory, texts, seed: int = 0, vocab_size: int = 400, pretrain_steps: int = 0,
+def build_tiny_model(directory, texts, seed: int = 0, vocab_size: int = 400, pretraining=None,
                      rebuild: bool = False, progress: bool = False, sources=(), **shape) -> Path:
     """Save a small XLM-R-shaped masked LM and its tokenizer, both made from `texts`, to `directory`.
 
-    The weights are initialised from `seed`, then pretrained by masked language modelling on
-    `texts` for `pretrain_steps` steps (0: left random). Every run of a grid loads this folder
-    with `from_pretrained`, as it would a real pretrained checkpoint. `build.json` records a
-    hash of the texts and settings: a folder built from the same ones is reused; one built
-    from others is replaced with `rebuild`, refused otherwise. Written atomically.
+    The weights are initialised from `seed`, then trained on `texts` by `pretraining` (a
+    `producers.pretrain.PretrainSettings`; None leaves them random). Every run of a grid loads
+    this folder with `from_pretrained`, as it would a real pretrained checkpoint. `build.json`
+    records a hash of the texts and settings: a folder built from the same ones is reused; one
+    built from others is replaced with `rebuild`, refused otherwise. Written atomically.
     """
     directory = Path(directory)
-    settings = _build_settings(seed, vocab_size, pretrain_steps, {**TINY_SHAPE, **shape})
+    settings = {"format": BUILD_FORMAT, "seed": seed, "vocab_size": vocab_size, "shape": {**TINY_SHAPE, **shape},
+                "pretraining": pretraining.record() if pretraining else None}
     fingerprint = _fingerprint(texts, settings)
     if _reusable(directory, fingerprint, rebuild):
         return directory
@@ -148,7 +135,7 @@ def build_tiny_model(directory, texts, seed: int = 0, vocab_size: int = 400, pre
         raise OfaError(f"{directory}: no texts to build a model from")
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
-    losses = _make_model(temporary, texts, settings, progress)
+    losses = _make_model(temporary, texts, settings, pretraining, progress)
     record = {"sha256": fingerprint, "settings": settings, "texts": len(texts), "sources": list(sources),
               "tokenizer": "BPE", "pretraining_loss": _loss_summary(losses)}
     (temporary / BUILD_RECORD).write_text(json.dumps(record, indent=2) + "\n")
@@ -158,29 +145,17 @@ def build_tiny_model(directory, texts, seed: int = 0, vocab_size: int = 400, pre
     return directory
 
 
-def _build_settings(seed: int, vocab_size: int, pretrain_steps: int, shape: dict) -> dict:
-    from producers.pretrain import PretrainSettings
-
-    pretraining = PretrainSettings(steps=pretrain_steps, seed=seed).record() if pretrain_steps else None
-    return {"format": BUILD_FORMAT, "seed": seed, "vocab_size": vocab_size, "shape": shape,
-            "pretraining": pretraining}
-
-
-def _make_model(folder: Path, texts, settings: dict, progress: bool) -> list[float]:
+def _make_model(folder: Path, texts, settings: dict, pretraining, progress: bool) -> list[float]:
     """Train the tokenizer, initialise and pretrain the model, save both in `folder`; the step losses."""
     import torch
     from transformers import XLMRobertaForMaskedLM
-
-    from producers.pretrain import PretrainSettings, pretrain
 
     quiet_transformers()
     tokenizer = train_tokenizer(texts, settings["vocab_size"])
     tokenizer.save_pretrained(folder)  # before encoding, which leaves truncation settings on the tokenizer
     torch.manual_seed(settings["seed"])
     model = XLMRobertaForMaskedLM(tiny_config(tokenizer, **settings["shape"]))
-    losses = []
-    if settings["pretraining"]:
-        losses = pretrain(model, tokenizer, texts, PretrainSettings(**settings["pretraining"]), progress)
+    losses = pretraining.train(model, tokenizer, texts, progress) if pretraining else []
     model.to("cpu").save_pretrained(folder)
     return losses
 
@@ -257,6 +232,20 @@ def pick_device():
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Torch's CPU threads set to `count` for the duration. Models this small run fastest on one:
+    more threads gain nothing and spin while waiting for cores that other processes hold."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def autocast(device):

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,7 +116,12 @@ class Evaluation:
 
     @classmethod
     def build(cls, key: str, run_dir: Path, manifest: dict, config) -> Evaluation:
+        from tqdm import tqdm
+
         task, device = get_task(manifest["task"]), pick_device()
+        examples = sum(e.get("n_examples") or 0 for e in manifest["eval_sets"])
+        tqdm.write(f"{run_dir.name}: building the model on {device} and tokenizing {len(manifest['eval_sets'])} "
+                   f"evaluation sets ({examples} examples), once for the averages of its pool", file=sys.stderr)
         tokenizer = load_tokenizer(run_dir / run_format.MODEL)
         model = model_from_config(task, run_dir / run_format.MODEL).to(device)
         label_names = manifest.get("label_names")

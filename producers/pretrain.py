@@ -1,4 +1,7 @@
-"""Masked language modelling: the pretraining of `ofa-eval build-model`, and the texts it reads.
+"""`ofa-eval build-model`: masked-language-model pretraining, and the text files it reads.
+
+`build_model_from_files(out, paths)` reads the texts of the files and builds the model folder
+with `producers.modeling.build_tiny_model`, pretrained with `PretrainSettings`.
 
 `pretrain(model, tokenizer, texts, settings)` trains an `XLMRobertaForMaskedLM` as XLM-R and
 RoBERTa were trained: each line is one sequence (truncated to `max_length` tokens); in every
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from ofa_eval.errors import OfaError
 
+QUICKSTART_PRETRAIN_STEPS = 1000  # the quickstart's budget and build-model's default
 TEXT_FIELDS = ("text", "premise", "hypothesis", "question", "context")
 JSONL_SUFFIXES = (".jsonl", ".json")
 CONLL_SUFFIXES = (".conll", ".iob", ".bio")
@@ -44,6 +48,24 @@ class PretrainSettings:
     def record(self) -> dict:
         return dataclasses.asdict(self)
 
+    def train(self, model, tokenizer, texts: list[str], progress: bool = False) -> list[float]:
+        return pretrain(model, tokenizer, texts, self, progress)
+
+
+def build_model_from_files(directory, paths, *, vocab_size: int = 400, shape: dict | None = None,
+                           pretrain_steps: int = QUICKSTART_PRETRAIN_STEPS, seed: int = 0, rebuild: bool = False,
+                           threads: int = 1, progress: bool = False):
+    """`ofa-eval build-model`: the texts of `paths`, in order, made into a model folder
+    (`producers.modeling.build_tiny_model`) pretrained for `pretrain_steps`, on `threads` CPU threads."""
+    from producers.modeling import build_tiny_model, torch_threads
+
+    texts = [text for path in paths for text in read_texts(path)]
+    pretraining = PretrainSettings(steps=pretrain_steps, seed=seed) if pretrain_steps else None
+    with torch_threads(threads):
+        return build_tiny_model(directory, texts, seed=seed, vocab_size=vocab_size, pretraining=pretraining,
+                                rebuild=rebuild, progress=progress, sources=[str(path) for path in paths],
+                                **(shape or {}))
+
 
 # --- texts ------------------------------------------------------------------------------------------
 
@@ -58,7 +80,7 @@ def record_texts(record: dict) -> list[str]:
 
 def read_texts(path) -> list[str]:
     """The texts of one file, by its extension (see the module docstring)."""
-    from producers.formats import _numbered_lines, read_conll, read_jsonl
+    from producers.formats import numbered_lines, read_conll, read_jsonl
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -67,7 +89,7 @@ def read_texts(path) -> list[str]:
     elif suffix in CONLL_SUFFIXES:
         texts = [" ".join(tokens) for tokens, _ in read_conll(path)]
     else:
-        texts = [line.strip() for _, line in _numbered_lines(path) if line.strip()]
+        texts = [line.strip() for _, line in numbered_lines(path) if line.strip()]
     if not texts:
         raise OfaError(f"{path}: no text in it")
     return texts

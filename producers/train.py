@@ -184,9 +184,6 @@ class RecipeChanged(OfaError):
     """A started run whose grid settings, data or base model differ from those it started with."""
 
 
-RESTART_HINT = "rerun with --restart-changed to start these runs over"
-
-
 def run_recipe(config, data, head: HeadAlignment) -> dict:
     """The recipe a run records at its start and is resumed under (`producers.config.recipe_record`)."""
     return recipe_record(config, data, head.manifest(), base_model_digest(config.model_name_or_path))
@@ -213,8 +210,13 @@ def recipe_differences(manifest: dict, recipe: dict) -> list[str]:
 def check_same_recipe(run_dir: Path, manifest: dict, recipe: dict) -> None:
     changes = recipe_differences(manifest, recipe)
     if changes:
-        raise RecipeChanged(f"{Path(run_dir) / run_format.MANIFEST}: the grid changed since this run started "
-                            f"({', '.join(changes)}); {RESTART_HINT}")
+        raise recipe_changed(run_dir, changes)
+
+
+def recipe_changed(run_dir: Path, changes: list[str], others: int = 0) -> RecipeChanged:
+    more = f"; {others} more run(s) of the grid changed too" if others else ""
+    return RecipeChanged(f"{Path(run_dir) / run_format.MANIFEST}: the grid changed since this run started "
+                         f"({', '.join(changes)}){more}; rerun with --restart-changed to start these runs over")
 
 
 def changed_runs(experiments, runs_dir) -> list[tuple[Path, list[str]]]:
@@ -228,15 +230,22 @@ def changed_runs(experiments, runs_dir) -> list[tuple[Path, list[str]]]:
         if not started:
             continue
         data = experiment.load_data()
-        head = read_head(head_folder(runs_dir, experiment.head_config())) if experiment.head_mode != "none" else None
+        head = existing_head(experiment, runs_dir)
         for config, manifest in started:
-            recipe = run_recipe(config, data, head or HeadAlignment(experiment.head_mode))
-            if head is None and experiment.head_mode != "none":
-                recipe.pop("head_sha256")
+            recipe = run_recipe(config, data, head or HeadAlignment())
+            if head is None:
+                del recipe["head_alignment"], recipe["head_sha256"]
             changes = recipe_differences(manifest, recipe)
             if changes:
                 changed.append((Path(runs_dir) / config.name, changes))
     return changed
+
+
+def existing_head(experiment, runs_dir) -> HeadAlignment | None:
+    """The aligned head the experiment's runs start from; None when it is not made yet."""
+    if experiment.head_mode == "none":
+        return HeadAlignment()
+    return read_head(head_folder(runs_dir, experiment.head_config()))
 
 
 def restart_changed_runs(experiments, runs_dir, restart: bool, say=print) -> list[Path]:
@@ -244,10 +253,7 @@ def restart_changed_runs(experiments, runs_dir, restart: bool, say=print) -> lis
     differences), or, with `restart`, clear those runs' folders so that they start over."""
     changed = changed_runs(experiments, runs_dir)
     if changed and not restart:
-        run_dir, changes = changed[0]
-        more = f"; {len(changed) - 1} more run(s) of the grid changed too" if len(changed) > 1 else ""
-        raise RecipeChanged(f"{run_dir / run_format.MANIFEST}: the grid changed since this run started "
-                            f"({', '.join(changes)}){more}; {RESTART_HINT}")
+        raise recipe_changed(*changed[0], others=len(changed) - 1)
     for run_dir, changes in changed:
         say(f"{run_dir.name}: starting over ({', '.join(changes)})")
         clear_run_folder(run_dir)

@@ -160,3 +160,11 @@ def test_unreadable_texts_are_one_line_errors(tmp_path, content, problem):
     result = build(path, "--out", tmp_path / "model", *TINY)
     assert result.exit_code == 2
     assert result.output == f"error: {path}: {problem}\n"
+
+
+def test_a_hidden_size_the_heads_do_not_divide_is_a_one_line_error(corpus, tmp_path):
+    _, files, _ = corpus
+    result = build(*files, "--out", tmp_path / "model", "--hidden", 100, "--heads", 3)
+    assert result.exit_code == 2
+    assert result.output == "error: --hidden 100: not a multiple of the number of attention heads (3, --heads)\n"
+    assert not (tmp_path / "model").exists()

@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
     from producers.quickstart import train_quickstart_grid
 
     root = tmp_path_factory.mktemp("quickstart")
-    runs = train_quickstart_grid(root, tasks=("nli",), progress=False)
+    runs = train_quickstart_grid(root, tasks=("nli",), progress=False, pretrain_steps=100)
     return root, runs
 
 

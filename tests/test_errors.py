@@ -90,8 +90,8 @@ def test_locked_store(store):
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert_one_line_error(store("protocol", "--task", "nli", "--strategy", "max-src-dev", "-R", "2"),
-                              "locked by another process")
+        assert_one_line_error(store("--lock-timeout", "1", "protocol", "--task", "nli", "--strategy", "max-src-dev",
+                                    "-R", "2"), "locked by another process")
     finally:
         holder.kill()
         holder.wait()

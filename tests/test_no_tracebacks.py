@@ -27,7 +27,8 @@ VALID_TABLE = "task,model,strategy,variant,runs,mean,std,draws\nnli,tiny-model,m
 def run_cli(db: Path, *args):
     from ofa_eval.cli import main
 
-    return CliRunner().invoke(main, ["--db", str(db), *map(str, args)], catch_exceptions=True)
+    # no waiting for the locked store here: tests/test_ingest_concurrency.py tests the wait
+    return CliRunner().invoke(main, ["--db", str(db), "--lock-timeout", "0", *map(str, args)], catch_exceptions=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from ofa_eval.errors import OfaError
-from ofa_eval.ingest import check_safetensors
+from ofa_eval.scoring import check_safetensors
 from ofa_eval.safetensors_file import open_checkpoint, read_header, storage_order
 
 NUMPY_CODES = {np.float32: "F32", np.float16: "F16", np.float64: "F64", np.int64: "I64", np.uint8: "U8", np.bool_: "BOOL"}

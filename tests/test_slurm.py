@@ -168,6 +168,44 @@ def test_a_grid_that_cannot_train_is_refused_before_submitting(world, tmp_path):
     assert result.returncode == 2 and "data/absent" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("limit,minutes", [("infinite", None), ("30", 30), ("30:00", 30), ("12:00:00", 720),
+                                           ("2-00:00:00", 2880), ("1-12", 2160), ("1-12:30", 2190)])
+def test_partition_time_limits_in_sinfo_formats(limit, minutes):
+    from ofa_eval.jobs import _minutes
+
+    assert _minutes(limit) == minutes
+
+
+def fake_sinfo(monkeypatch, lines: str):
+    from ofa_eval import jobs
+
+    monkeypatch.setattr(jobs, "slurm", lambda *command, **_: subprocess.CompletedProcess(command, 0, lines, ""))
+
+
+def test_requests_default_to_what_a_gpu_partition_holds(monkeypatch):
+    from ofa_eval.errors import OfaError
+    from ofa_eval.jobs import Request, fit_request
+
+    fake_sinfo(monkeypatch, "cpu|32|128000|(null)|infinite\n"  # sinfo --Node: one line per node
+                            "gpu*|64|524288|gpu:a100:4(S:0-1),gpu:v100:4|2-00:00:00\n"  # MB
+                            "gpu*|16|64000|gpu:v100:2|2-00:00:00\n")
+    assert fit_request(None, None, None, None, None) == Request("gpu", 1, 8, 64, 1440)
+    assert fit_request(None, 8, 64, 500, 2880) == Request("gpu", 8, 64, 500, 2880)
+    with pytest.raises(OfaError, match="no node holds a job of 9 GPU"):
+        fit_request(None, 9, None, None, None)
+    with pytest.raises(OfaError, match="exceeds its time limit"):
+        fit_request(None, None, None, None, 2881)
+    fake_sinfo(monkeypatch, "cpu|4|8000|(null)|1:00:00\n")
+    assert fit_request("cpu", None, None, None, None) == Request("cpu", 0, 4, 7, 60)
+
+
+def test_without_slurm_commands_the_launcher_says_so(world, tmp_path):
+    result = ofa("train", world / "grid.toml", "--out", tmp_path / "runs", "--launcher", "slurm",
+                 env={**os.environ, "PATH": str(OFA_EVAL.parent)})
+    assert result.returncode == 2 and result.stderr.startswith("error: --launcher slurm: sbatch")
+    assert "Traceback" not in result.stderr
+
+
 # --- on the cluster --------------------------------------------------------------------------
 
 
@@ -203,7 +241,8 @@ def test_train_on_slurm_resubmits_only_what_is_missing(world, local_runs, tmp_pa
     scancel(env, head)  # the array now waits for a head that will never come
     third = ofa(*train, "--no-wait", env=env)
     assert third.returncode == 0, third.stderr
-    assert submitted(third.stdout) == 3 and third.stderr.count("which is gone") == 2
+    assert submitted(third.stdout) == 3  # a new head job, and the runs again after it
+    assert third.stderr.count("cancelled ner-tiny-") == 2  # the stale ones
     stale = [entry["job_id"] for entry in jobs.values()]
     wait_until(lambda: all(state == "CANCELLED" for state in squeue(env, stale).values()), "stale jobs cancelled")
     jobs = recorded(runs)

@@ -107,7 +107,7 @@ def test_a_plugin_task_is_found_scored_by_ingest_and_offered_to_train(tmp_path):
 
         import ofa_eval.tasks as registry
         import producers.tasks
-        from ofa_eval.ingest import score_run
+        from ofa_eval.scoring import score_run
         from producers.artifacts import gold_table, prediction_table, write_json, write_table
 
         run = Path(sys.argv[1])

@@ -30,7 +30,7 @@ def quickstart(directory, tasks, n_draws, seed, no_averaging):
     averages already made there are reused.
     """
     from ofa_eval.formatting import render_protocol
-    from ofa_eval.ingest import ingest
+    from ofa_eval.ingest import ingest_runs
     from ofa_eval.protocol import DrawOptions, compute_protocol, pools_in_store, strategy_pairs
     from ofa_eval.store import connected, transaction
     from producers.quickstart import train_quickstart_grid
@@ -38,9 +38,9 @@ def quickstart(directory, tasks, n_draws, seed, no_averaging):
     root = Path(directory)
     runs = train_quickstart_grid(root, tasks=tuple(tasks) or ("nli", "qa", "ner"), progress=True)
     db = str(root / "ofa-eval.duckdb")
+    summary = ingest_runs(db, runs, progress=True)
+    click.echo(f"{len(summary.ingested)} run(s) ingested into {db}", err=True)
     with connected(db) as con:
-        summary = ingest(con, runs, progress=True)
-        click.echo(f"{len(summary.ingested)} run(s) ingested into {db}", err=True)
         max_runs = min(4, *(len(_configs(con, t, m)) for t, m in pools_in_store(con, (), ())))
     options = DrawOptions(n_draws=n_draws, seed=seed)
     pairs = strategy_pairs(("max-src-dev", "max-trg-dev"), (), soup_k=5)
@@ -70,7 +70,8 @@ def _configs(con, task, model):
               help="Where averaged-model folders go (default: averages/ beside the store).")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
               help="local: one averaged model after another here; slurm: one job per model (a submitit "
-                   "job array), awaited here before the results are ingested.")
+                   "job array), awaited here before the results are ingested (or, with --no-wait, "
+                   "collected and ingested by a later call).")
 @slurm_options
 @click.pass_context
 def materialize(ctx, out, launcher, **params):
@@ -102,8 +103,10 @@ def executor_maker(root, cluster, slurm: dict):
     from producers.predict import predict_with_weights
 
     options = dict(slurm)
+    wait, timeout_min = options.pop("wait", None) is not False, options.pop("wait_timeout", None)
     executor = make_executor(Path(root) / "_slurm", cluster, options.pop("slurm_partition", None), **options)
-    return lambda plans, out_root: make_averages_with(executor, plans, out_root, predict_with_weights)
+    return lambda plans, out_root: make_averages_with(executor, plans, out_root, predict_with_weights,
+                                                      wait=wait, timeout_min=timeout_min)
 
 
 def materialize_here(db_path, tasks, models, pairs, options, max_runs, out=None, maker=None) -> int:

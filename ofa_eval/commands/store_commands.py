@@ -39,22 +39,25 @@ def import_ofa_xlt(ctx, directory):
 @click.command("ingest")
 @click.argument("runs", type=click.Path(file_okay=False))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes that validate and score runs (default: the CPUs available).")
 @click.pass_context
-def ingest(ctx, runs, quiet):
+def ingest(ctx, runs, quiet, workers):
     """Load the complete run folders under RUNS (written by the producers) into the store.
 
     Predictions are scored with each task's metric and the LAST, SRC-DEV, CA and TRG-DEV
     variants are derived from the snapshot scores. Runs already in the store are skipped, so
     ingesting again changes nothing; incomplete runs are skipped and listed. A corrupt or
     truncated file stops the whole call with an error naming it, and the store stays as it was.
+    Runs are scored while the store is closed (other commands can read it meanwhile), then
+    inserted in one transaction; a store that another process holds is waited for up to
+    `ofa-eval --lock-timeout` seconds.
     """
     from pathlib import Path
 
-    from ofa_eval.ingest import ingest as ingest_runs
-    from ofa_eval.store import connected
+    from ofa_eval.ingest import ingest_runs
 
-    with connected(ctx.obj["db_path"]) as con:
-        summary = ingest_runs(con, Path(runs), progress=not quiet)
+    summary = ingest_runs(ctx.obj["db_path"], Path(runs), progress=not quiet, workers=workers)
     click.echo(f"{len(summary.ingested)} run(s) ingested, {len(summary.already)} already in the store, "
                f"{len(summary.incomplete)} incomplete")
     for name in summary.incomplete:

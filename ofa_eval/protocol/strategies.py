@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import metadata
 
 import numpy as np
 
@@ -182,6 +181,8 @@ def _load_plugins() -> None:
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
+    from importlib import metadata  # costs ~0.1 s: only when a name is not built in, or for a listing
+
     for entry in metadata.entry_points(group="ofa_eval.strategies"):
         try:
             found = entry.load()
@@ -196,10 +197,11 @@ def registered() -> dict[str, Strategy]:
 
 
 def get_strategy(name: str) -> Strategy:
-    strategies = registered()
-    if name not in strategies:
-        raise OfaError(f"unknown strategy {name!r} (known: {', '.join(strategies)})")
-    return strategies[name]
+    if name not in STRATEGIES:
+        _load_plugins()
+    if name not in STRATEGIES:
+        raise OfaError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+    return STRATEGIES[name]
 
 
 for _builtin in (
@@ -226,11 +228,10 @@ def curve_models(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_ru
 
 def strategy_pairs(strategies, variants, soup_k: int) -> list[tuple[str, str]]:
     """The (strategy, variant) pairs to compute; the paper's pairs when no strategy is named."""
-    known = registered()
-    names = list(strategies) or [name for name, strategy in known.items() if strategy.in_paper]
+    names = list(strategies) or [name for name, strategy in STRATEGIES.items() if strategy.in_paper]
     chosen = [get_strategy(name) for name in names]
     offered = {v for strategy in chosen for v in strategy.variant_names(soup_k)}
-    every_variant = {v for strategy in known.values() for v in strategy.variant_names(soup_k)}
+    every_variant = {v for strategy in STRATEGIES.values() for v in strategy.variant_names(soup_k)}
     wanted = [f"top{soup_k}" if v == "top{k}" else v for v in variants]
     for variant in wanted:
         if variant not in every_variant:
