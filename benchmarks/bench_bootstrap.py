@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ from ofa_eval.bootstrap import (  # noqa: E402
     two_level_indices,
     two_level_sums,
 )
+from timing import median_seconds  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 N_RESAMPLES = 10_000
@@ -54,16 +53,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def median_seconds(function, repeat):
-    function()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def curve_data(rng):

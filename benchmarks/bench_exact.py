@@ -15,9 +15,7 @@ of ofa_eval's; writes no files. Takes a few seconds:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from ofa_eval.exact import expected_selection_curve  # noqa: E402
 from references import brute_force_probabilities, monte_carlo_selected_scores  # noqa: E402
-
-
-def median_seconds(function, repeat):
-    function()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_seconds  # noqa: E402
 
 
 def pool(n_configs, seeds, seed):

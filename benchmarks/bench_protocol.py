@@ -15,11 +15,11 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import median_command_seconds as median_seconds
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
@@ -29,16 +29,6 @@ RESULTS = HERE / "results"
 def ofa_eval_command() -> list[str]:
     script = shutil.which("ofa-eval", path=str(Path(sys.executable).parent))
     return [script] if script else [sys.executable, "-m", "ofa_eval.cli"]
-
-
-def median_seconds(command: list[str], repeat: int) -> float:
-    subprocess.run(command, check=True, capture_output=True)  # warm-up: page cache, bytecode
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def machine() -> str:

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ WORK = HERE / "_work" / "scale"
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 from bench_protocol import machine, ofa_eval_command  # noqa: E402
+from timing import median_command_seconds as median_seconds  # noqa: E402
 
 LEARNING_RATES = (5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 7e-5, 1e-4)
 BATCH_SIZES = (16, 32, 64)
@@ -138,16 +138,6 @@ def raw_insert_seconds(db: Path, folder: Path) -> float:
     seconds = time.perf_counter() - start
     con.close()
     return seconds
-
-
-def median_seconds(command: list[str], repeat: int = 5) -> float:
-    subprocess.run(command, check=True, capture_output=True)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def startup(db: Path, task: str, model: str, table: Path, check_options: list[str] = ()) -> dict:

@@ -288,9 +288,9 @@ def _check_not_overwriting_inputs(checkpoints: Sequence[Checkpoint], destination
 
 
 @contextlib.contextmanager
-def _one_torch_thread():
-    """Run torch ops on the calling thread only: the adds are memory-bound, and torch's worker
-    threads competed with the writes for the cores (measured twice as slow on 2 cores)."""
+def one_torch_thread():
+    """Run torch ops on the calling thread only. Averaging: the adds are memory-bound, and torch's
+    worker threads competed with the writes for the cores (measured twice as slow on 2 cores)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -322,7 +322,7 @@ def _stream_average(checkpoints, destinations, weights, progress, chunk_elements
         with AtomicOutputs(list(destinations.values())) as handles:
             writers = {prefix: StreamingWriter(handle, layout, checkpoints[0].metadata)
                        for prefix, handle in zip(destinations, handles)}
-            with _one_torch_thread(), warnings.catch_warnings():
+            with one_torch_thread(), warnings.catch_warnings():
                 # views of the read-only mappings are only ever read; torch warns (once) all the same
                 warnings.filterwarnings("ignore", message="The given buffer is not writable")
                 _write_all(layout, readers, weights, writers, exact_copies, chunk_elements, progress)

@@ -30,7 +30,6 @@ from typing import Callable
 
 from ofa_eval.errors import OfaError
 from ofa_eval.jobs import Unfinished
-from ofa_eval.keys import member_key
 from ofa_eval.protocol import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
                                pools_in_store)
 from ofa_eval.run_format import (AVERAGE_MANIFEST, AVERAGE_WEIGHTS, CA_SUBJECT, FORMAT_VERSION, MANIFEST,

@@ -88,18 +88,14 @@ def read_inputs(run_dir, manifest: dict) -> list[EvalSet]:
 @contextlib.contextmanager
 def cpu_threads_for(model, device):
     """One torch thread while a narrow model runs on a CPU (ONE_THREAD_MAX_WIDTH); else as set."""
-    import torch
+    from ofa_eval.averaging import one_torch_thread
 
     width = getattr(model.config, "hidden_size", None)
     if device.type != "cpu" or width is None or width > ONE_THREAD_MAX_WIDTH:
         yield
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclass

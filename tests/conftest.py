@@ -20,6 +20,30 @@ SHARED = REPO.parent / "shared"
 RELEASE = SHARED / "ofa-xlt-release"
 
 
+TINY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+SMALL_SPLITS = {"train": 40, "validation": 8, "test": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """Factory: a folder with a synthetic corpus (`data/`, split sizes as given) and a tiny random
+    model with a tokenizer trained on it (`model/`), for tests that really train."""
+
+    def build(name: str, sizes: dict | None = None) -> Path:
+        import torch
+
+        from producers import modeling, synthetic
+
+        torch.set_num_threads(1)
+        root = tmp_path_factory.mktemp(name)
+        synthetic.write_corpus(root / "data", sizes=sizes or SMALL_SPLITS)
+        modeling.build_tiny_model(root / "model", synthetic.corpus_texts(root / "data"), vocab_size=300,
+                                  **TINY_MODEL)
+        return root
+
+    return build
+
+
 @pytest.fixture
 def cli(tmp_path):
     """Run `ofa-eval --db <tmp store> ARGS...` in-process; returns the click Result."""

@@ -10,23 +10,15 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-SIZES = {"train": 40, "validation": 8, "test": 8}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    import torch
-
-    from producers import modeling, synthetic
+def runs(tiny_world):
     from producers.config import RunConfig
     from producers.data import load_task_data
     from producers.train import train_run
 
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("predict-reuse")
-    synthetic.write_corpus(root / "data", sizes=SIZES)
-    modeling.build_tiny_model(root / "model", synthetic.corpus_texts(root / "data"), vocab_size=300, **TINY)
+    root = tiny_world("predict-reuse")
     folders = {}
     for task, seed in (("qa", 1), ("qa", 2), ("ner", 1)):
         data = load_task_data(task, {"directory": f"data/{task}", "dataset": f"synth-{task}"}, root)

@@ -11,22 +11,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-SIZES = {"train": 40, "validation": 8, "test": 8}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tiny_world):
     """A synthetic corpus and a tiny model folder, shared by the module's tests."""
-    import torch
-
-    from producers import modeling, synthetic
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("producers")
-    synthetic.write_corpus(root / "data", sizes=SIZES)
-    modeling.build_tiny_model(root / "model", synthetic.corpus_texts(root / "data"), vocab_size=300, **TINY)
-    return root
+    return tiny_world("producers")
 
 
 def task_data(world, task):

@@ -12,22 +12,12 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
-SIZES = {"train": 40, "validation": 8, "test": 8}
 RUN = "ner-tiny-lr0.01-bs4-seed1"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    import torch
-
-    from producers import modeling, synthetic
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("resume-recipe")
-    synthetic.write_corpus(root / "data", sizes=SIZES)
-    modeling.build_tiny_model(root / "model", synthetic.corpus_texts(root / "data"), vocab_size=300, **TINY)
-    return root
+def world(tiny_world):
+    return tiny_world("resume-recipe")
 
 
 def write_grid(world, name, epochs=3, train_limit=None):

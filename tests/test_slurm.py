@@ -20,23 +20,15 @@ import pytest
 from slurm_cluster import slurm_cluster  # noqa: F401  (the fixture)
 
 OFA_EVAL = Path(sys.executable).with_name("ofa-eval")
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 SIZES = {"train": 1000, "validation": 8, "test": 8}  # 125 steps per epoch: time to cancel a run mid-way
 SMALL = ["--slurm-cpus", "1", "--slurm-mem-gb", "1"]  # two jobs side by side on a 2-core node
 BOUND_S = 300  # no single command of these tests should take longer; a hang fails instead of blocking CI
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tiny_world):
     """A synthetic NER corpus, a tiny model, and a grid of 2 configurations (one seed)."""
-    import torch
-
-    from producers import modeling, synthetic
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("slurm-world")
-    synthetic.write_corpus(root / "data", sizes=SIZES)
-    modeling.build_tiny_model(root / "model", synthetic.corpus_texts(root / "data"), vocab_size=300, **TINY)
+    root = tiny_world("slurm-world", SIZES)
     write_grid(root / "grid.toml", epochs=2)
     return root
 
