@@ -25,7 +25,7 @@ import duckdb
 
 from ofa_eval.errors import OfaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LOCK_TIMEOUT_ENV = "OFA_EVAL_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 60.0  # seconds
 _lock_timeout: float | None = None  # set by the command line (`--lock-timeout`)
