@@ -92,6 +92,8 @@ def train(grid_file, out, launcher, tasks, slurm_partition, timeout_min, gpus_pe
     require_training_extra()
     experiments = load_grid(grid_file, tasks=tuple(tasks) or None)
     runs = Path(out)
+    if restart_changed:
+        _refuse_restarting_queued_runs(experiments, runs)
     restart_changed_runs(experiments, runs, restart_changed, say=lambda line: click.echo(line, err=True))
     if launcher == "local":
         folders = train_local(experiments, runs, progress=not quiet)
@@ -100,6 +102,26 @@ def train(grid_file, out, launcher, tasks, slurm_partition, timeout_min, gpus_pe
     _train_on_slurm(experiments, runs, dict(partition=slurm_partition, timeout_min=timeout_min,
                                             gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
                                             array_parallelism=array_parallelism), wait, wait_timeout, quiet)
+
+
+def _refuse_restarting_queued_runs(experiments, runs) -> None:
+    """--restart-changed must not clear a run folder that a queued or running SLURM job uses."""
+    import shutil
+
+    from ofa_eval.errors import OfaError
+    from ofa_eval.jobs import Record, still_queued
+    from producers.train import changed_runs
+
+    record = Record(runs / "_slurm").load()
+    names = [run_dir.name for run_dir, _ in changed_runs(experiments, runs) if run_dir.name in record]
+    if not names or shutil.which("squeue") is None:
+        return
+    live = still_queued(record, names, is_done=lambda name: False)
+    if live:
+        job = next(iter(live.values()))
+        raise OfaError(f"{runs / job.name}: SLURM job {job.job_id} still trains this run; cancel it "
+                       f"(scancel {job.job_id}) or let it end before --restart-changed"
+                       + (f" ({len(live) - 1} more such run(s))" if len(live) > 1 else ""))
 
 
 def _train_on_slurm(experiments, runs, requests: dict, wait, wait_timeout, quiet) -> None:

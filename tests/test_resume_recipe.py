@@ -108,3 +108,23 @@ def test_unchanged_grid_resumes(cli, world, tmp_path, monkeypatch):
     assert resumed.exit_code == 0, resumed.output
     manifest = json.loads((runs / RUN / "manifest.json").read_text())
     assert manifest["state"] == "complete" and manifest["total_steps"] == 30
+
+
+def test_restart_changed_leaves_a_run_alone_while_its_slurm_job_is_queued(cli, world, tmp_path, monkeypatch):
+    """Clearing the folder under a job that still trains it would corrupt the run: refused."""
+    import shutil
+
+    from ofa_eval import jobs
+
+    runs = tmp_path / "runs"
+    before = interrupted_run(cli, world, runs, monkeypatch, write_grid(world, "grid-queued.toml", epochs=3))
+    (runs / "_slurm").mkdir()
+    (runs / "_slurm" / "jobs.json").write_text(json.dumps({RUN: {"job_id": "77_0", "log": "77_0_log.err"}}))
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(jobs, "queue_states", lambda job_ids: {"77_0": ("RUNNING", "None")})
+    edited = write_grid(world, "grid-queued-2.toml", epochs=2)
+    refused = cli("train", edited, "--out", runs, "--quiet", "--restart-changed")
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == (f"error: {runs / RUN}: SLURM job 77_0 still trains this run; cancel it "
+                                      "(scancel 77_0) or let it end before --restart-changed")
+    assert json.loads((runs / RUN / "manifest.json").read_text()) == before
