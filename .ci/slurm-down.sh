@@ -7,6 +7,10 @@ DIR=${OFA_SLURM_DIR:-${TMPDIR:-/tmp}/ofa-eval-slurm}
 PIDS="$DIR/pids"
 [[ -s "$PIDS" ]] || { echo "slurm-down: nothing recorded in $PIDS" >&2; exit 0; }
 
+# Jobs still running on this private cluster were started by the tests; their slurmstepd
+# processes would outlive slurmd, so cancel them first.
+SLURM_CONF="$DIR/slurm.conf" timeout 10 scancel --full --user="$(id -un)" 2>/dev/null || true
+
 ours() {  # is PID still the daemon NAME that slurm-up.sh started?
     [[ "$(cat "/proc/$2/comm" 2>/dev/null)" == "$1"* ]]
 }

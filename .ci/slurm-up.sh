@@ -33,8 +33,6 @@ if [[ -s "$DIR/pids" ]]; then
 fi
 
 install_packages() {
-    local packages=(slurm-wlm munge)
-    [[ "$ACCOUNTING" == 1 ]] && packages+=(slurmdbd mariadb-server)
     local missing=()
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
         || missing+=(slurm-wlm)
@@ -71,7 +69,7 @@ start_database() {
     "$mariadbd" --no-defaults --user=root --datadir="$DIR/mysql/data" --port="$DB_PORT" --bind-address=127.0.0.1 \
         --socket="$DIR/mysql/mysql.sock" --pid-file="$DIR/mysql/mysqld.pid" --skip-name-resolve \
         --log-error="$DIR/log/mysqld.log" </dev/null >>"$DIR/log/mysqld.out" 2>&1 &
-    record mariadbd $!
+    record "$(basename "$mariadbd")" $!  # the name slurm-down.sh checks against /proc/PID/comm
     for _ in $(seq 100); do
         mysql --no-defaults --socket="$DIR/mysql/mysql.sock" -uroot -e "SELECT 1" >/dev/null 2>&1 && break
         sleep 0.2

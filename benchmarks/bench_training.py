@@ -7,11 +7,9 @@ clipping at 1.0, on the CPU, without evaluation, logging or checkpoints. The mea
 is optimizer steps per second (and examples per second) over the timed steps, after warm-up
 steps; the two trainers alternate `--repeat` times and the median is reported.
 
-`transformers.Trainer` needs `accelerate`, which ofa-eval does not depend on:
+`transformers.Trainer` needs `accelerate`, which the `train` extra installs:
 
-    python -m venv /tmp/bench && echo "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')" \\
-        > /tmp/bench/lib/python3.11/site-packages/main.pth && /tmp/bench/bin/pip install accelerate
-    /tmp/bench/bin/python benchmarks/bench_training.py --steps 150 --repeat 3
+    .venv/bin/python benchmarks/bench_training.py --steps 150 --repeat 3
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import numpy as np
 from ofa_eval import bootstrap
 from ofa_eval.correlation import COEFFICIENTS, is_constant
 from ofa_eval.draw_diversity import describe_repeats, draw_groups, paired_groups
-from ofa_eval.protocol import DrawOptions, Pool, curve_models, pair_curves, pool_max_runs
+from ofa_eval.protocol import DrawOptions, Pool, ResamplingOptions, curve_models, pair_curves, pool_max_runs
 
 ORACLE = ("max-trg-dev", "trg-dev")
 
@@ -219,10 +219,10 @@ def _language_rows(head: dict, subject: str, strategy_means, oracle_means, disti
     return rows, notes
 
 
-def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, n_resamples: int,
-                   level: float, seed: int) -> PoolAnalysis:
+def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int,
+                   resampling: ResamplingOptions) -> PoolAnalysis:
     """Every analysis for one pool: lists of rows keyed by analysis name, and notes."""
-    rng = np.random.default_rng(seed)
+    rng, n_resamples, level = resampling.rng(), resampling.n_resamples, resampling.level
     max_runs = pool_max_runs(pool, max_runs)
     pairs = list(dict.fromkeys(list(pairs) + [ORACLE]))
     _, curves = pair_curves(con, pool, pairs, options, max_runs)
@@ -317,14 +317,15 @@ def _by_r_resamples(difference, groups_by_r, rng, n_resamples: int, joint=None) 
                                     n_resamples) for r, groups in enumerate(groups_by_r)]
 
 
-def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, n_resamples: int, level: float,
-                 seed: int, correction: str, resample: str = "draws") -> PoolAnalysis:
+def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, resampling: ResamplingOptions,
+                 correction: str) -> PoolAnalysis:
     """Paired A - B per r (CI, P(A > B)), and per language at r = R with corrected p-values.
 
-    The per-r intervals resample distinct draws, or with `resample='draws+examples'` draws and
+    The per-r intervals resample distinct draws, or with `resampling.resample == 'draws+examples'` draws and
     target test examples jointly (ofa_eval.example_bootstrap), the same resamples for A and B.
     """
-    rng = np.random.default_rng(seed)
+    rng, n_resamples, level = resampling.rng(), resampling.n_resamples, resampling.level
+    seed, resample = resampling.seed, resampling.resample
     max_runs = pool_max_runs(pool, max_runs)
     _, curves = pair_curves(con, pool, [a, b], options, max_runs)
     (draws_a, score_a), (draws_b, score_b) = curves[a], curves[b]

@@ -288,11 +288,12 @@ def _check_not_overwriting_inputs(checkpoints: Sequence[Checkpoint], destination
 
 
 @contextlib.contextmanager
-def one_torch_thread():
-    """Run torch ops on the calling thread only. Averaging: the adds are memory-bound, and torch's
-    worker threads competed with the writes for the cores (measured twice as slow on 2 cores)."""
+def torch_threads(count: int):
+    """Torch's CPU threads set to `count` for the duration. Averaging runs on one: the adds are
+    memory-bound, and torch's worker threads competed with the writes for the cores (measured
+    twice as slow on 2 cores); tiny models predict and train fastest on one too."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
@@ -322,7 +323,7 @@ def _stream_average(checkpoints, destinations, weights, progress, chunk_elements
         with AtomicOutputs(list(destinations.values())) as handles:
             writers = {prefix: StreamingWriter(handle, layout, checkpoints[0].metadata)
                        for prefix, handle in zip(destinations, handles)}
-            with one_torch_thread(), warnings.catch_warnings():
+            with torch_threads(1), warnings.catch_warnings():
                 # views of the read-only mappings are only ever read; torch warns (once) all the same
                 warnings.filterwarnings("ignore", message="The given buffer is not writable")
                 _write_all(layout, readers, weights, writers, exact_copies, chunk_elements, progress)

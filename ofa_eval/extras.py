@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 
-TRAINING_MODULES = ("torch", "transformers", "tokenizers", "datasets", "submitit", "accelerate", "safetensors")
+# the modules the commands import; the extra also installs accelerate, which a user's own
+# `transformers.Trainer` needs before `ofa-eval adopt` takes over its output
+TRAINING_MODULES = ("torch", "transformers", "tokenizers", "datasets", "submitit", "safetensors")
 INSTALL_HINT = "pip install 'ofa-eval[train]'"
 
 

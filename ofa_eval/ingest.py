@@ -17,7 +17,6 @@ column type (`example_stat_rows`, `insert_example_stats`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -32,6 +31,7 @@ from ofa_eval.errors import OfaError
 from ofa_eval.run_format import snapshot_subject
 from ofa_eval.scoring import ExampleStats, ScoredRun, derive_variants, read_manifest, score_run, variant_weights
 from ofa_eval.store import connected, disk_full_error, ensure_eval_set, ensure_task, is_disk_full, transaction
+from ofa_eval.tempfiles import remove_orphans, temporary_path
 from ofa_eval.validation import check_run_folders, conflicts_with_store
 
 MAX_BATCH = 8  # runs a worker scores before writing their rows: bounds each worker's memory
@@ -342,17 +342,8 @@ def default_workers() -> int:
 def ingest_runs(db_path: str, root: Path, progress: bool = False, workers: int | None = None) -> IngestSummary:
     """Ingest every complete, not yet ingested run under `root` into the store at `db_path`: scored
     with the store closed, inserted in one transaction under the write lock (module docstring)."""
-    return _ingest(lambda: connected(db_path), Path(db_path), root, progress, workers)
-
-
-def ingest(con, root: Path, progress: bool = False, workers: int | None = None) -> IngestSummary:
-    """`ingest_runs` for a caller that holds the store open (its write lock) throughout."""
-    database = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
-    db_path = Path(database[0][0]) if database and database[0][0] else Path.cwd() / "memory.duckdb"
-    return _ingest(lambda: contextlib.nullcontext(con), db_path, root, progress, workers)
-
-
-def _ingest(store, db_path: Path, root: Path, progress: bool, workers: int | None) -> IngestSummary:
+    store = lambda: connected(db_path)  # noqa: E731 - opened for each short phase, never held between them
+    db_path = Path(db_path)
     try:
         run_dirs = check_run_folders(root)
     except OfaError:
@@ -393,29 +384,16 @@ def _guarded(path: Path, function, *args):
 
 
 def _staging_folder(db_path: Path) -> Path:
-    """`<store>.ingest-<pid>/` beside the store, after sweeping those of ingests that died."""
+    """A temporary folder beside the store, named after this process (`ofa_eval.tempfiles`),
+    after sweeping those of ingests that died on this host."""
     db_path = Path(db_path).resolve()
-    for folder in db_path.parent.glob(f"{db_path.name}.ingest-*"):
-        owner = folder.name.rsplit("-", 1)[-1]
-        if owner.isdigit() and not _alive(int(owner)):
-            shutil.rmtree(folder, ignore_errors=True)
-    folder = db_path.parent / f"{db_path.name}.ingest-{os.getpid()}"
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_orphans(db_path.parent)
+    folder = temporary_path(db_path.parent / f"{db_path.name}.ingest")
     try:
         folder.mkdir(parents=True)
     except OSError as error:
         raise OfaError(f"{folder}: cannot make the staging folder ({error.strerror or error})") from None
     return folder
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

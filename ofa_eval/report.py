@@ -23,7 +23,8 @@ from ofa_eval import bootstrap
 from ofa_eval.analysis import language_scores, per_language_at
 from ofa_eval.correlation import pearson, spearman
 from ofa_eval.formatting import render_protocol
-from ofa_eval.protocol import DrawOptions, Pool, get_strategy, load_pool, pair_curves, pool_max_runs, protocol_rows
+from ofa_eval.protocol import (DrawOptions, Pool, ResamplingOptions, get_strategy, load_pool, pair_curves,
+                               pool_max_runs, protocol_rows)
 
 LINE_STYLES = {"last": ":", "src-dev": "--", "ca": "-", "trg-dev": "-", "top": "-."}
 FILL_STYLES = {"last": "none", "src-dev": "left"}  # hollow LAST and half-filled SRC-DEV markers; others full
@@ -143,10 +144,11 @@ def _styled(plot):
     return styled
 
 
-def mean_bands(scores: np.ndarray, rng, n_resamples: int, level: float):
-    """Mean over draws per r, with a percentile bootstrap band over draws."""
-    boot = scores[bootstrap.paired_indices(scores.shape[0], n_resamples, rng)].mean(axis=1)
-    low, high = bootstrap.percentile_interval(boot.T, level)
+def mean_bands(scores: np.ndarray, rng, resampling: ResamplingOptions):
+    """Mean over draws per r, with a percentile bootstrap band over draws (`rng` is shared by
+    every curve of a report, so that each curve gets its own resamples)."""
+    boot = scores[bootstrap.paired_indices(scores.shape[0], resampling.n_resamples, rng)].mean(axis=1)
+    low, high = bootstrap.percentile_interval(boot.T, resampling.level)
     return scores.mean(axis=0), low, high
 
 
@@ -168,10 +170,10 @@ def _integer_r_axis(ax, max_runs: int) -> None:
 
 
 @_styled
-def plot_curves(curves: dict, out: Path, title: str, rng, n_resamples: int, level: float) -> list[Path]:
+def plot_curves(curves: dict, out: Path, title: str, rng, resampling: ResamplingOptions) -> list[Path]:
     fig, ax = _pyplot().subplots(figsize=(8, 5.2), layout="constrained")
     for offset, ((strategy, variant), (_, scores)) in zip(side_offsets(len(curves)), curves.items()):
-        mean, low, high = mean_bands(scores, rng, n_resamples, level)
+        mean, low, high = mean_bands(scores, rng, resampling)
         r = np.arange(1, len(mean) + 1) + offset
         strategy_info = get_strategy(strategy)
         color, key = strategy_info.style.color, _variant_key(variant)
@@ -182,7 +184,7 @@ def plot_curves(curves: dict, out: Path, title: str, rng, n_resamples: int, leve
     _integer_r_axis(ax, scores.shape[1])
     ax.set_xlabel("runs r")
     ax.set_ylabel("mean target-language test score (%)")
-    ax.set_title(f"{title}: score against r ({int(level * 100)}% bootstrap bands over draws)")
+    ax.set_title(f"{title}: score against r ({int(resampling.level * 100)}% bootstrap bands over draws)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(4, len(curves)), frameon=False)
     return _save(fig, out)
@@ -305,14 +307,14 @@ def scatter_part(pool: Pool, facts: PoolFacts, out: Path, title: str) -> tuple[l
 
 
 def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, out: Path, rng,
-                 n_resamples: int, level: float) -> tuple[str, dict]:
+                 resampling: ResamplingOptions) -> tuple[str, dict]:
     """Markdown for one pool, and the figures it refers to."""
     max_runs = pool_max_runs(pool, max_runs)
     common, curves = pair_curves(con, pool, pairs, options, max_runs)
     facts = pool_facts(con, pool)
     title = f"{pool.task} / {pool.model}"
     stem = f"{pool.task}-{pool.model}"
-    figures = {"curves": plot_curves(curves, out / f"{stem}-curves", title, rng, n_resamples, level)}
+    figures = {"curves": plot_curves(curves, out / f"{stem}-curves", title, rng, resampling)}
     text = [f"## {title}", "", *describe_pool(pool, facts, options, len(common.runs), max_runs),
             render_protocol(protocol_rows(pool, curves, max_runs), "markdown"), "",
             *curves_part(curves, figures["curves"][0])]
@@ -326,16 +328,16 @@ def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, ou
     return "\n".join(text), figures
 
 
-def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Path, n_resamples: int,
-                 level: float, seed: int) -> tuple[Path, Path]:
+def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Path,
+                 resampling: ResamplingOptions) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    sections = [pool_section(con, load_pool(con, t, m), pairs, options, max_runs, out, rng, n_resamples, level)[0]
+    rng = resampling.rng()
+    sections = [pool_section(con, load_pool(con, t, m), pairs, options, max_runs, out, rng, resampling)[0]
                 for t, m in pools]
     intro = ["# ofa-eval report", "",
              "Mean over draws for r = 1..R runs (percent); bands are "
-             f"{int(level * 100)}% percentile bootstrap intervals of the mean over draws "
-             f"({n_resamples} resamples, seed {seed}). Draws: {options.describe()}.", ""]
+             f"{int(resampling.level * 100)}% percentile bootstrap intervals of the mean over draws "
+             f"({resampling.n_resamples} resamples, seed {resampling.seed}). Draws: {options.describe()}.", ""]
     markdown = "\n".join(intro + sections)
     md_path = out / "report.md"
     md_path.write_text(markdown)

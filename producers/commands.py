@@ -113,8 +113,10 @@ def _refuse_restarting_queued_runs(experiments, runs) -> None:
     from producers.train import changed_runs
 
     record = Record(runs / "_slurm").load()
+    if not record or shutil.which("squeue") is None:
+        return  # no job was ever submitted here, or no SLURM to ask: before the costly recipe comparison
     names = [run_dir.name for run_dir, _ in changed_runs(experiments, runs) if run_dir.name in record]
-    if not names or shutil.which("squeue") is None:
+    if not names:
         return
     live = still_queued(record, names, is_done=lambda name: False)
     if live:

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ofa_eval.errors import OfaError
+from producers import formats
 from producers.tasks import EvalSet, TaskData, get_task
 
-CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio", ".iob2")
-SUFFIXES = (".jsonl", ".json", ".parquet", *CONLL_SUFFIXES)
+CONLL_SUFFIXES = (*formats.CONLL_SUFFIXES, ".txt")
+SUFFIXES = (*formats.JSONL_SUFFIXES, ".parquet", *CONLL_SUFFIXES)
 SPLIT_NAMES = {"train": "train", "dev": "validation", "valid": "validation", "validation": "validation",
                "test": "test"}  # file name -> split
 DEFAULT_HUB_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
@@ -334,7 +335,7 @@ def _records(origin: Origin) -> tuple[list[dict], dict[str, list[str]]]:
         return [{"tokens": tokens, "tags": tags} for tokens, tags in read_conll(path)], {}
     if suffix == ".parquet":
         return read_table(path), table_class_labels(path)
-    if suffix in (".jsonl", ".json"):
+    if suffix in formats.JSONL_SUFFIXES:
         return read_jsonl(path), {}
     raise OfaError(f"{path}: unknown file type (expected one of {', '.join(SUFFIXES)})")
 

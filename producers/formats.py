@@ -18,6 +18,8 @@ from pathlib import Path
 
 from ofa_eval.errors import OfaError
 
+JSONL_SUFFIXES = (".jsonl", ".json")
+CONLL_SUFFIXES = (".conll", ".iob", ".bio", ".iob2")  # `.txt` is CoNLL in data folders, plain text for build-model
 _DOCUMENT_START = "-DOCSTART-"
 _NER_TAG = re.compile(r"O|[BIES]-\S+")
 

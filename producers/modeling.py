@@ -234,18 +234,6 @@ def pick_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Torch's CPU threads set to `count` for the duration. Models this small run fastest on one:
-    more threads gain nothing and spin while waiting for cores that other processes hold."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def autocast(device):

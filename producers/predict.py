@@ -88,13 +88,13 @@ def read_inputs(run_dir, manifest: dict) -> list[EvalSet]:
 @contextlib.contextmanager
 def cpu_threads_for(model, device):
     """One torch thread while a narrow model runs on a CPU (ONE_THREAD_MAX_WIDTH); else as set."""
-    from ofa_eval.averaging import one_torch_thread
+    from ofa_eval.averaging import torch_threads
 
     width = getattr(model.config, "hidden_size", None)
     if device.type != "cpu" or width is None or width > ONE_THREAD_MAX_WIDTH:
         yield
         return
-    with one_torch_thread():
+    with torch_threads(1):
         yield
 
 

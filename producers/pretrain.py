@@ -14,7 +14,7 @@ warm-up then decay, gradient clipping). The batch order and the masking follow f
 
 `read_texts(path)` reads one file of unlabeled text: plain text (one text per non-blank line),
 JSON Lines (`.jsonl`/`.json`: the text fields of each record) or CoNLL (`.conll`, `.iob`,
-`.bio`: one text per sentence).
+`.bio`, `.iob2`: one text per sentence).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from ofa_eval.errors import OfaError
 
 QUICKSTART_PRETRAIN_STEPS = 1000  # the quickstart's budget and build-model's default
 TEXT_FIELDS = ("text", "premise", "hypothesis", "question", "context")
-JSONL_SUFFIXES = (".jsonl", ".json")
-CONLL_SUFFIXES = (".conll", ".iob", ".bio")
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,8 @@ def build_model_from_files(directory, paths, *, vocab_size: int = 400, shape: di
                            threads: int = 1, progress: bool = False):
     """`ofa-eval build-model`: the texts of `paths`, in order, made into a model folder
     (`producers.modeling.build_tiny_model`) pretrained for `pretrain_steps`, on `threads` CPU threads."""
-    from producers.modeling import build_tiny_model, torch_threads
+    from ofa_eval.averaging import torch_threads
+    from producers.modeling import build_tiny_model
 
     texts = [text for path in paths for text in read_texts(path)]
     pretraining = PretrainSettings(steps=pretrain_steps, seed=seed) if pretrain_steps else None
@@ -80,7 +79,7 @@ def record_texts(record: dict) -> list[str]:
 
 def read_texts(path) -> list[str]:
     """The texts of one file, by its extension (see the module docstring)."""
-    from producers.formats import numbered_lines, read_conll, read_jsonl
+    from producers.formats import CONLL_SUFFIXES, JSONL_SUFFIXES, numbered_lines, read_conll, read_jsonl
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -27,7 +27,8 @@ def train_quickstart_grid(out_dir: Path, tasks=("nli", "qa", "ner"), progress: b
     """Generate the data, build the pretrained tiny model, and train the quickstart grid; returns
     the runs folder. `pretrain_steps` (default `pretrain.QUICKSTART_PRETRAIN_STEPS`) lets tests
     pretrain for less."""
-    from producers import modeling, pretrain, synthetic
+    from ofa_eval.averaging import torch_threads
+    from producers import pretrain, synthetic
     from producers.grid import load_grid
     from producers.launch import train_local
 
@@ -41,6 +42,6 @@ def train_quickstart_grid(out_dir: Path, tasks=("nli", "qa", "ner"), progress: b
     if pretrain_steps is None:
         pretrain_steps = pretrain.QUICKSTART_PRETRAIN_STEPS
     pretrain.build_model_from_files(out_dir / "model", texts, pretrain_steps=pretrain_steps, progress=progress)
-    with modeling.torch_threads(1):
+    with torch_threads(1):
         train_local(load_grid(grid, tasks=tuple(tasks)), out_dir / "runs", progress=progress)
     return out_dir / "runs"

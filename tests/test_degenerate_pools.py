@@ -12,7 +12,7 @@ import pytest
 import synthetic_release
 from ofa_eval.analysis import compare_pool, correlate_pool
 from ofa_eval.formatting import render_protocol
-from ofa_eval.protocol import DrawOptions, load_pool
+from ofa_eval.protocol import DrawOptions, ResamplingOptions, load_pool
 from ofa_eval.store import connected
 from references import brute_force_curves, recorded_draws
 
@@ -75,7 +75,7 @@ def test_correlate_with_constant_scores_reports_undefined_instead_of_a_traceback
 
 def test_constant_scores_come_with_a_one_line_reason(constant_store):
     results = pool_results(constant_store, correlate_pool, [("accumulative", "ca")], DrawOptions(replay=True), 4,
-                           200, 0.95, 0)
+                           ResamplingOptions(level=0.95, n_resamples=200, seed=0))
     undefined = [note for note in results.notes if "tracking is undefined" in note]
     assert len(undefined) == 1 and "\n" not in undefined[0]
     assert "its score is 0 in every (draw, r) cell" in undefined[0] and "constant" in undefined[0]
@@ -113,7 +113,7 @@ def test_compare_counts_each_distinct_draw_once(one_seed_store):
 def test_compare_notes_where_draws_repeat(one_seed_store):
     options = DrawOptions(replay=True)
     results = pool_results(one_seed_store, compare_pool, ("accumulative", "ca"), ("max-src-dev", "src-dev"),
-                           options, 6, 200, 0.95, 0, "holm")
+                           options, 6, ResamplingOptions(level=0.95, n_resamples=200, seed=0), "holm")
     assert len(results.notes) == 1
     assert "at r = 6 the 10 draws hold 1 distinct set of runs" in results.notes[0]
     assert list(results) == ["by_r", "by_language"]  # the notes are no analysis of their own

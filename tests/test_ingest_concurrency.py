@@ -69,7 +69,7 @@ def states(runs, tmp_path_factory):
 
 
 def staging_folders(db):
-    return sorted(db.parent.glob(f"{db.name}.ingest-*"))
+    return sorted(db.parent.glob(f".{db.name}.ingest.tmp-*"))
 
 
 def test_a_killed_ingest_leaves_the_store_before_or_after(runs, states, tmp_path):

@@ -70,7 +70,7 @@ def correlate(ctx, analyses, fmt, **params):
     with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
         for task, model in pools_in_store(con, params["tasks"], params["models"]):
             pool_results = correlate_pool(con, load_pool(con, task, model), pairs, options, params["max_runs"],
-                                          resampling.n_resamples, resampling.level, resampling.seed)
+                                          resampling)
             notes += pool_results.notes
             for name, rows in pool_results.items():
                 results[name] += rows
@@ -109,8 +109,7 @@ def compare(ctx, a, b, correction, fmt, **params):
     with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
         for task, model in pools_in_store(con, params["tasks"], params["models"]):
             found = compare_pool(con, load_pool(con, task, model), pair_a, pair_b, options, params["max_runs"],
-                                 resampling.n_resamples, resampling.level, resampling.seed, correction,
-                                 resampling.resample)
+                                 resampling, correction)
             notes += found.notes
             for name, rows in found.items():
                 results[name] += rows
@@ -149,8 +148,7 @@ def report(ctx, out, materialize, **params):
         materialize_here(db_path, params["tasks"], params["models"], pairs, options, params["max_runs"])
     with connected(db_path, read_only=True) as con:
         md_path, html_path = write_report(con, pools_in_store(con, params["tasks"], params["models"]), pairs,
-                                          options, params["max_runs"], Path(out), resampling.n_resamples,
-                                          resampling.level, resampling.seed)
+                                          options, params["max_runs"], Path(out), resampling)
     click.echo(f"wrote {md_path} and {html_path}")
 
 

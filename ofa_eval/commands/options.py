@@ -64,13 +64,13 @@ def draw_options(function):
     ], function)
 
 
-def resampling_options(n_resamples: int, what: str, resample: bool = False):
+def resampling_options(n_resamples: int, what: str, resample: bool = False, ci: float | None = 95.0,
+                       ci_help: str = "Confidence level, percent."):
     """--bootstrap, --ci, --bootstrap-seed (and --resample): one `ResamplingOptions`."""
     options = [
         click.option("--bootstrap", "n_resamples", type=int, default=n_resamples, show_default=True,
                      help=f"Bootstrap resamples for {what}."),
-        click.option("--ci", "ci_percent", type=float, default=95.0, show_default=True,
-                     help="Confidence level, percent."),
+        click.option("--ci", "ci_percent", type=float, default=ci, show_default=ci is not None, help=ci_help),
         click.option("--bootstrap-seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the resampling."),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ofa_eval.commands.options import (FORMATS, draw_options, draws_from, format_option, pairs_from,
-                                       selection_options)
+                                       resampling_options, selection_options)
 
 
 @click.command("protocol")
@@ -15,16 +15,10 @@ from ofa_eval.commands.options import (FORMATS, draw_options, draws_from, format
               help="First make and score the averaged models the draws need (see `ofa-eval materialize`).")
 @click.option("--exact", is_flag=True,
               help="Selection strategies in closed form over every possible draw instead of sampled draws.")
-@click.option("--ci", "ci_percent", type=float, help="Add a bootstrap confidence interval (over draws) of the "
-              "mean at this level, e.g. 95: columns ci_low, ci_high.")
-@click.option("--bootstrap", "n_resamples", type=int, default=10_000, show_default=True,
-              help="Bootstrap resamples for --ci.")
+@resampling_options(10_000, "--ci", resample=True, ci=None,
+                    ci_help="Add a bootstrap confidence interval (over draws) of the mean at this level, e.g. 95: "
+                            "columns ci_low, ci_high.")
 @click.option("--ci-method", type=click.Choice(["percentile", "bca"]), default="percentile", show_default=True)
-@click.option("--bootstrap-seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the bootstrap.")
-@click.option("--resample", type=click.Choice(["draws", "draws+examples"]), default="draws", show_default=True,
-              help="What --ci resamples: whole draws, or draws and the target test examples jointly "
-              "(needs ingested runs' per-example statistics).")
 @format_option()
 @click.pass_context
 def protocol(ctx, materialize, exact, ci_method, fmt, **params):
