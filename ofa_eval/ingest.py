@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ofa_eval.errors import OfaError
-from ofa_eval.run_format import snapshot_subject
+from ofa_eval.run_format import run_name, snapshot_subject
 from ofa_eval.scoring import ExampleStats, ScoredRun, derive_variants, read_manifest, score_run, variant_weights
 from ofa_eval.store import connected, disk_full_error, ensure_eval_set, ensure_task, is_disk_full, transaction
 from ofa_eval.tempfiles import remove_orphans, temporary_path
@@ -232,7 +232,7 @@ def _drop_already_ingested(con) -> list[str]:
         conflict = conflicts_with_store(con, manifest, Path(path))
         if conflict:
             raise OfaError(conflict)
-        already.append(manifest.get("run_name") or Path(path).name)
+        already.append(run_name(manifest, path))
         con.execute("DELETE FROM ingest_runs WHERE ordinal = ?", [ordinal])
     return already
 
@@ -320,7 +320,7 @@ def _plan(con, run_dirs: list[Path]) -> _Plan:
     plan = _Plan([], IngestSummary())
     for run_dir in run_dirs:
         manifest = read_manifest(run_dir)
-        task, model, name = manifest["task"], manifest["model"], manifest.get("run_name") or run_dir.name
+        task, model, name = manifest["task"], manifest["model"], run_name(manifest, run_dir)
         known = (task, model, name) in names or (
             task, model, float(manifest["learning_rate"]), manifest["batch_size"], manifest["seed"]) in configurations
         conflict = conflicts_with_store(con, manifest, run_dir) if known else None

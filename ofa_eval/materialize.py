@@ -97,6 +97,12 @@ def plan(con, pools, pairs, options: DrawOptions, max_runs: int) -> list[Average
     return [p for task, model in pools for p in plan_pool(con, load_pool(con, task, model), pairs, options, max_runs)]
 
 
+def is_complete(folder: Path) -> bool:
+    """Whether an averaged-model folder was finished (its manifest is written last)."""
+    manifest = Path(folder) / AVERAGE_MANIFEST
+    return manifest.is_file() and json.loads(manifest.read_text()).get("state") == "complete"
+
+
 def make_average(plan: AveragePlan, out_root: Path, predictor: Predictor,
                  reuse_member_predictions: bool = True) -> Path:
     """Average, predict and write one averaged-model folder; reuses a complete one.
@@ -107,7 +113,7 @@ def make_average(plan: AveragePlan, out_root: Path, predictor: Predictor,
     """
     folder = Path(out_root) / plan.folder_name
     manifest_path = folder / AVERAGE_MANIFEST
-    if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("state") == "complete":
+    if is_complete(folder):
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     remove_orphans(folder)
@@ -148,14 +154,13 @@ def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predi
     `timeout_min`. Returns the folders when all are complete; otherwise raises
     `ofa_eval.jobs.Unfinished`, whose `finished` the caller ingests.
     """
-    from ofa_eval.jobs import Outcome, Record, Unfinished, resume_hint, still_queued, submit_array, wait_for
+    from ofa_eval.jobs import Outcome, Record, resume_hint, still_queued, submit_array, wait_for
 
     out_root = Path(out_root)
     names = [p.folder_name for p in plans]
 
     def is_done(name: str) -> bool:
-        manifest = out_root / name / AVERAGE_MANIFEST
-        return manifest.is_file() and json.loads(manifest.read_text()).get("state") == "complete"
+        return is_complete(out_root / name)
 
     if getattr(executor, "cluster", None) != "slurm":  # submitit's local executor: no queue to ask
         executor.update_parameters(name="ofa-eval-materialize")

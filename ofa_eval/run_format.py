@@ -19,6 +19,8 @@ holding `average.json`, its weights and `predictions/`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 AVERAGE_MANIFEST = "average.json"
@@ -37,6 +39,12 @@ CA_SUBJECT = "ca"
 def snapshot_subject(index: int) -> str:
     """`snapshot-07` for snapshot 7."""
     return f"snapshot-{index:02d}"
+
+
+def run_name(manifest: dict, run_dir) -> str:
+    """A run's name in the store: its manifest's `run_name`, else its folder's name."""
+    name = manifest.get("run_name")
+    return name if isinstance(name, str) and name else Path(run_dir).name
 
 
 def subjects(manifest: dict) -> list[str]:

@@ -26,7 +26,7 @@ from ofa_eval.errors import OfaError
 from ofa_eval.keys import examples_key, file_sha256
 from ofa_eval.parquet import read_parquet
 from ofa_eval.run_format import (CA_SUBJECT, EXAMPLE_ID, GOLD, MANIFEST, prediction_file, predictions_folder,
-                                 snapshot_subject, subjects)
+                                 run_name, snapshot_subject, subjects)
 from ofa_eval.tasks import get_task
 from ofa_eval.validation import check_run
 
@@ -47,7 +47,7 @@ class ScoredRun:
 
     @property
     def external_id(self) -> str:
-        return self.manifest.get("run_name") or self.path.name
+        return run_name(self.manifest, self.path)
 
 
 def read_manifest(run_dir: Path) -> dict:

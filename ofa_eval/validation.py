@@ -26,7 +26,8 @@ from pathlib import Path
 from ofa_eval import value_rules as rules
 from ofa_eval.errors import OfaError
 from ofa_eval.run_format import (AVERAGE_MANIFEST, CA_SUBJECT, EXAMPLE_ID, FORMAT_VERSION, GOLD, MANIFEST,
-                                 PREDICTIONS, WEIGHTS, predictions_folder, prediction_file, snapshot_subject)
+                                 PREDICTIONS, WEIGHTS, predictions_folder, prediction_file, run_name,
+                                 snapshot_subject)
 
 STATES = ("running", "complete")
 ROLES = ("source", "target", "extra")
@@ -490,12 +491,6 @@ def find_run_folders(root: Path) -> Discovery:
     return found
 
 
-def _run_name(manifest: dict, run_dir: Path) -> str:
-    """The run's name in the store: its manifest's run_name, else its folder's name (as ingest stores it)."""
-    name = manifest.get("run_name")
-    return name if isinstance(name, str) and name else run_dir.name
-
-
 def _identity(manifest: dict) -> tuple | None:
     """(task, model, learning rate, batch size, seed) when every part is well formed."""
     values = tuple(manifest.get(key) for key in IDENTITY_KEYS)
@@ -514,7 +509,7 @@ def identity_problems(manifests: dict[Path, dict]) -> list[Problem]:
         identity = _identity(manifest)
         if identity is None:
             continue
-        name = (identity[0], identity[1], _run_name(manifest, run_dir))
+        name = (identity[0], identity[1], run_name(manifest, run_dir))
         if name in names:
             problems.append(Problem(run_dir / MANIFEST,
                                     f"run {name[2]!r} ({name[0]}, {name[1]}) is also in {names[name]}"))
@@ -586,7 +581,7 @@ def conflicts_with_store(con, manifest: dict, run_dir: Path) -> str | None:
     if identity is None:
         return None
     task, model, learning_rate, batch_size, seed = identity
-    name, here = _run_name(manifest, Path(run_dir)), str(Path(run_dir).resolve())
+    name, here = run_name(manifest, Path(run_dir)), str(Path(run_dir).resolve())
     rows = con.execute(
         "SELECT external_id, path, origin FROM runs WHERE task = ? AND model = ? AND "
         "(external_id = ? OR (learning_rate = ? AND batch_size = ? AND seed = ?)) ORDER BY run_id",
