@@ -17,7 +17,7 @@ best of --repeat runs (the machine may be shared with other work).
   the output's size: the first input is copied, chunk by chunk, to a new file in the output's
   folder (preallocated with fallocate and not fsynced, as `average` does by default), then the
   other r - 1 inputs are read as in `read`.
-- average: `ofa_eval.averaging.average_checkpoints` of the first r inputs.
+- average: `ofa_eval.weights.averaging.average_checkpoints` of the first r inputs.
 - cli: `ofa-eval average -q OUT IN...` at r = n, timed from outside around the whole command
   (interpreter start-up and imports included), to show the command's own overhead.
 - accumulate (`--accumulate`): `accumulate_checkpoints` of all n inputs (prefixes 1..n, one
@@ -117,13 +117,13 @@ def worker_floor(paths: list[Path], output: Path, n_writes: int) -> None:
 
 
 def worker_average(paths: list[Path], output: Path) -> None:
-    from ofa_eval.averaging import average_checkpoints
+    from ofa_eval.weights.averaging import average_checkpoints
 
     average_checkpoints(paths, output)
 
 
 def worker_accumulate(paths: list[Path], output: Path) -> None:
-    from ofa_eval.averaging import accumulate_checkpoints
+    from ofa_eval.weights.averaging import accumulate_checkpoints
 
     accumulate_checkpoints(paths, output)
 
@@ -157,7 +157,7 @@ def worker_mergekit(folders: list[Path], output: Path) -> None:
 def preload_libraries(method: str) -> None:
     """Import what a method needs before its clock starts: library start-up is not averaging."""
     if method in ("average", "accumulate"):
-        import ofa_eval.averaging  # noqa: F401 - torch with it
+        import ofa_eval.weights.averaging  # noqa: F401 - torch with it
     elif method == "naive":
         import safetensors.torch  # noqa: F401
     elif method == "mergekit":

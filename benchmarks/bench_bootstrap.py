@@ -1,4 +1,4 @@
-"""Vectorised bootstrap (ofa_eval.bootstrap) against scipy.stats.bootstrap and a per-resample loop.
+"""Vectorised bootstrap (ofa_eval.statistics.bootstrap) against scipy.stats.bootstrap and a per-resample loop.
 
 Two workloads, 10,000 resamples each, 95% intervals:
 - curve: a Table-1-like protocol curve, 6 strategy/variant columns x r = 1..10 x 10 draws; the
@@ -31,7 +31,7 @@ import numpy as np
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ofa_eval.bootstrap import (  # noqa: E402
+from ofa_eval.statistics.bootstrap import (  # noqa: E402
     bootstrap_ci,
     paired_indices,
     percentile_interval,

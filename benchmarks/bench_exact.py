@@ -1,4 +1,4 @@
-"""Closed-form selection moments (ofa_eval.exact) against the two ways of getting them without it.
+"""Closed-form selection moments (ofa_eval.statistics.exact) against the two ways of getting them without it.
 
 - Paper-sized pool (21 configurations x 3 seeds, r = 1..10): the exact curve against a Monte
   Carlo estimate of it, --draws random draws per r (the protocol's sampling, simulated directly);
@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from ofa_eval.exact import expected_selection_curve  # noqa: E402
+from ofa_eval.statistics.exact import expected_selection_curve  # noqa: E402
 from references import brute_force_probabilities, monte_carlo_selected_scores  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
@@ -36,7 +36,7 @@ def pool(n_configs, seeds, seed):
 
 def report(name, exact_seconds, baseline_name, baseline_seconds, agreement):
     print(f"{name}")
-    print(f"  ofa_eval.exact curve      {exact_seconds * 1e3:10.2f} ms")
+    print(f"  ofa_eval.statistics.exact curve      {exact_seconds * 1e3:10.2f} ms")
     print(f"  {baseline_name:<25} {baseline_seconds * 1e3:10.2f} ms  ({baseline_seconds / exact_seconds:,.0f}x)")
     print(f"  {agreement}")
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ofa_eval import bootstrap  # noqa: E402
-from ofa_eval.example_bootstrap import LanguageStats, subject_scores  # noqa: E402
-from ofa_eval.tasks import get_task  # noqa: E402
+from ofa_eval.statistics import bootstrap  # noqa: E402
+from ofa_eval.protocol.joint_bootstrap import LanguageStats, subject_scores  # noqa: E402
+from ofa_eval.tasks.registry import get_task  # noqa: E402
 from bench_bootstrap import cpu_model  # noqa: E402
 
 N_MODELS, N_LANGUAGES, N_EXAMPLES, N_DRAWS, MAX_RUNS = 252, 15, 5010, 10, 10

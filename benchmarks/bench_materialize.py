@@ -69,7 +69,7 @@ def legacy_predict_with_weights(run_dir, weights, out_dir) -> Path:
     """Before: every call rebuilds the model, reloads the tokenizer and re-tokenizes every set."""
     from safetensors.torch import load_file
 
-    from ofa_eval import run_format
+    from ofa_eval.artifacts import run_format
     from producers.config import RunConfig
     from producers.modeling import load_tokenizer, model_from_config, pick_device
     from producers.predict import predict, read_inputs, write_predictions
@@ -102,7 +102,7 @@ def draw_options(draws: int):
 
 
 def materialize_with(predictor, store: Path, out: Path, draws: int) -> dict:
-    from ofa_eval.materialize import make_averages_here, materialize_missing
+    from ofa_eval.averages.materialize import make_averages_here, materialize_missing
 
     making = []
 
@@ -123,7 +123,7 @@ def baseline(averages: Path, scratch: Path) -> dict:
     """load_state_dict + forward passes + decoding + writing, with everything else done beforehand."""
     from safetensors.torch import load_file
 
-    from ofa_eval import run_format
+    from ofa_eval.artifacts import run_format
     from producers.config import RunConfig
     from producers.predict import Evaluation, cpu_threads_for, evaluation_key, predict, write_predictions
 
@@ -160,8 +160,8 @@ def preload() -> None:
     import transformers
     import transformers.models.xlm_roberta.modeling_xlm_roberta  # noqa: F401
 
-    import ofa_eval.averaging  # noqa: F401
-    import ofa_eval.ingest  # noqa: F401
+    import ofa_eval.weights.averaging  # noqa: F401
+    import ofa_eval.artifacts.ingest  # noqa: F401
     from producers.tasks import BUILT_IN
 
     for task in BUILT_IN.values():

@@ -119,7 +119,7 @@ def raw_insert_seconds(db: Path, folder: Path) -> float:
     """The ingested rows exported to Parquet, then inserted into a fresh store: the bulk-insert floor."""
     import duckdb
 
-    from ofa_eval.store import connected
+    from ofa_eval.store.database import connected
 
     folder.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(db), read_only=True)

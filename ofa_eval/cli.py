@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from ofa_eval.errors import OfaError
-from ofa_eval.extras import INSTALL_HINT, is_training_module
+from ofa_eval.common.errors import OfaError
+from ofa_eval.commands.extras import INSTALL_HINT, is_training_module
 
 DEFAULT_DB = "ofa-eval.duckdb"
 
@@ -79,11 +79,11 @@ def main(ctx, db_path, task_modules, lock_timeout):
     """
     ctx.ensure_object(dict)
     ctx.obj["db_path"] = os.fspath(db_path)
-    from ofa_eval.store import set_lock_timeout
+    from ofa_eval.store.database import set_lock_timeout
 
     set_lock_timeout(lock_timeout)  # every call sets it: in-process callers (tests) invoke main repeatedly
     if task_modules:
-        from ofa_eval.tasks import load_task_modules
+        from ofa_eval.tasks.registry import load_task_modules
 
         load_task_modules(task_modules)
 

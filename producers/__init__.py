@@ -15,7 +15,7 @@ use them, so importing `producers` (or its click commands) stays cheap.
 - `heads`: aligning task heads across runs so that their weights can be averaged;
 - `grid`, `launch`: grid files and the local / SLURM launchers;
 - `predict`, `artifacts`: predictions, and writing run folders in the format of
-  `ofa_eval.run_format` (docs/artifacts.md).
+  `ofa_eval.artifacts.run_format` (docs/artifacts.md).
 
 `producers` imports `ofa_eval`, never the other way round (only the `ofa-eval` command line
 imports both).

@@ -3,7 +3,7 @@
 `adopt(trainer_dir, task, data_spec, out)` reads the Trainer's `checkpoint-<step>/` folders
 (`model.safetensors` or a sharded `model.safetensors.index.json`, `config.json`,
 `trainer_state.json`), predicts every checkpoint on the task's evaluation sets with the
-producers' predictor, averages the checkpoints into the run's CA (`ofa_eval.averaging`) and
+producers' predictor, averages the checkpoints into the run's CA (`ofa_eval.weights.averaging`) and
 predicts with it too, and writes the run folder of docs/artifacts.md ("Runs trained
 elsewhere" there says exactly what is read and written). Each checkpoint is one snapshot, in
 step order, however many there are.
@@ -26,9 +26,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofa_eval import run_format
-from ofa_eval.errors import OfaError
-from ofa_eval.safetensors_file import SHARD_INDEX, SINGLE_FILE
+from ofa_eval.artifacts import run_format
+from ofa_eval.common.errors import OfaError
+from ofa_eval.weights.safetensors_file import SHARD_INDEX, SINGLE_FILE
 from producers import artifacts
 from producers.train import RunFolder, RunState
 
@@ -263,7 +263,7 @@ def link_weights(source: Path, run_dir: Path, subject: str) -> dict:
     relative = run_format.weights_file(subject)
     destination = run_dir / relative
     if source.name == SHARD_INDEX:
-        from ofa_eval.averaging import average_checkpoints
+        from ofa_eval.weights.averaging import average_checkpoints
 
         destination.parent.mkdir(parents=True, exist_ok=True)
         average_checkpoints([source.parent], destination)
@@ -368,8 +368,8 @@ def predict_checkpoints(folder: AdoptedRunFolder, run: TrainerRun, tokenizer_dir
 
 
 def write_ca(folder: AdoptedRunFolder, state: RunState) -> dict:
-    """The uniform average of the snapshots' weights (`ofa_eval.averaging`), as the run's CA."""
-    from ofa_eval.averaging import average_checkpoints
+    """The uniform average of the snapshots' weights (`ofa_eval.weights.averaging`), as the run's CA."""
+    from ofa_eval.weights.averaging import average_checkpoints
 
     relative = run_format.weights_file(run_format.CA_SUBJECT)
     average_checkpoints([folder.path / s["weights"] for s in state.snapshots], folder.path / relative)

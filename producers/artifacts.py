@@ -1,7 +1,7 @@
 """Writing run folders (docs/artifacts.md): atomic files, gold/prediction tables, the manifest.
 
 Every file goes to a temporary name in its destination folder and is renamed into place, so a
-reader (or a killed job) never sees half a file. File names come from `ofa_eval.run_format` and
+reader (or a killed job) never sees half a file. File names come from `ofa_eval.artifacts.run_format` and
 column names from the task registry (`ofa_eval.tasks`), which `ofa-eval ingest`, the reader of
 the same format, uses too, so writer and reader cannot drift apart.
 """
@@ -14,9 +14,9 @@ import os
 import secrets
 from pathlib import Path
 
-from ofa_eval.keys import file_sha256
-from ofa_eval.run_format import EXAMPLE_ID, MANIFEST, prediction_file
-from ofa_eval.tasks import get_task
+from ofa_eval.common.keys import file_sha256
+from ofa_eval.artifacts.run_format import EXAMPLE_ID, MANIFEST, prediction_file
+from ofa_eval.tasks.registry import get_task
 
 __all__ = ["atomic_path", "write_json", "write_table", "read_manifest_if_any", "table_name", "gold_table",
            "prediction_table", "folder_bytes", "file_sha256"]

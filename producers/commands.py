@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from ofa_eval.extras import require_training_extra
+from ofa_eval.commands.extras import require_training_extra
 from producers.pretrain import QUICKSTART_PRETRAIN_STEPS
 
 
@@ -108,8 +108,8 @@ def _refuse_restarting_queued_runs(experiments, runs) -> None:
     """--restart-changed must not clear a run folder that a queued or running SLURM job uses."""
     import shutil
 
-    from ofa_eval.errors import OfaError
-    from ofa_eval.jobs import Record, still_queued
+    from ofa_eval.common.errors import OfaError
+    from ofa_eval.jobs.slurm import Record, still_queued
     from producers.train import changed_runs
 
     record = Record(runs / "_slurm").load()
@@ -127,7 +127,7 @@ def _refuse_restarting_queued_runs(experiments, runs) -> None:
 
 
 def _train_on_slurm(experiments, runs, requests: dict, wait, wait_timeout, quiet) -> None:
-    from ofa_eval.jobs import Unfinished, resume_hint, wait_for
+    from ofa_eval.jobs.slurm import Unfinished, resume_hint, wait_for
     from producers.launch import check_grid, done_check, make_executor, submit_to_slurm
 
     check_grid(experiments, runs)

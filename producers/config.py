@@ -154,6 +154,6 @@ def file_digest(path) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    from ofa_eval.keys import file_sha256
+    from ofa_eval.common.keys import file_sha256
 
     return file_sha256(Path(path))

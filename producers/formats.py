@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 CONLL_SUFFIXES = (".conll", ".iob", ".bio", ".iob2")  # `.txt` is CoNLL in data folders, plain text for build-model

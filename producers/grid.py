@@ -31,7 +31,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 from producers.config import CONFIG_KEYS, RunConfig
 from producers.data import check_spec
 from producers.tasks import get_task, task_names

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 MODES = ("frozen-copied", "shared-init", "none")
 

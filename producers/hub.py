@@ -30,7 +30,7 @@ import os
 import socket
 import urllib.parse
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 from producers.formats import class_label_names, one_line
 from producers.tasks import EvalSet, get_task
 

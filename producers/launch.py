@@ -6,9 +6,9 @@ and interrupted ones resume, so launching the same grid again finishes what is m
 
 On SLURM the head is one job and the runs are one job array (`executor.batch()`) that starts
 only after the head job succeeded (`--dependency=afterok`). Submitted job ids are recorded in
-`<runs>/_slurm/jobs.json` (`ofa_eval.jobs`): a second call submits only what is neither
+`<runs>/_slurm/jobs.json` (`ofa_eval.jobs.slurm`): a second call submits only what is neither
 finished nor queued or running. Jobs stop at once on SIGTERM and are requeued on the time
-limit's warning signal (`ofa_eval.jobs.Resumable`); a run resumes from its last snapshot.
+limit's warning signal (`ofa_eval.jobs.slurm.Resumable`); a run resumes from its last snapshot.
 Other submitit executors (the local one, used in tests) have no dependencies: there the head
 job is awaited before the array is submitted.
 """
@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 from producers.artifacts import read_manifest_if_any
 from producers.batching import steps_per_epoch
 from producers.heads import head_folder, prepare_head, read_head
@@ -78,11 +78,11 @@ def make_executor(folder, cluster: str | None = None, partition: str | None = No
     """A submitit executor; `cluster=None` picks SLURM where `sbatch` exists.
 
     On SLURM, unset requests are filled from the partition and impossible ones are refused
-    before anything is submitted (`ofa_eval.jobs.fit_request`).
+    before anything is submitted (`ofa_eval.jobs.slurm.fit_request`).
     """
     import submitit
 
-    from ofa_eval.jobs import DEFAULT_TIMEOUT_MIN, fit_request, require_slurm
+    from ofa_eval.jobs.slurm import DEFAULT_TIMEOUT_MIN, fit_request, require_slurm
 
     if cluster == "slurm":
         require_slurm()
@@ -136,7 +136,7 @@ def _training_features(experiment, config, data) -> int:
 
 def submit(experiments, runs_dir, executor) -> list:
     """Submit the grid's missing work: per experiment, a head job when its head is missing, then
-    one array of its pending runs. Returns the jobs submitted now (on SLURM: `ofa_eval.jobs.Job`
+    one array of its pending runs. Returns the jobs submitted now (on SLURM: `ofa_eval.jobs.slurm.Job`
     records, see `submit_to_slurm`; otherwise submitit's jobs, the head job awaited here)."""
     if getattr(executor, "cluster", None) == "slurm":
         return submit_to_slurm(experiments, runs_dir, executor).submitted
@@ -171,7 +171,7 @@ def submit_to_slurm(experiments, runs_dir, executor) -> Submission:
     """Submit only what is neither finished on disk nor queued or running, recording the job ids
     in `<executor folder>/jobs.json`; queued runs that wait for a head job that is gone are
     cancelled and submitted again after the new head job."""
-    from ofa_eval.jobs import Record, queue_states
+    from ofa_eval.jobs.slurm import Record, queue_states
 
     runs_dir, submission = Path(runs_dir), Submission()
     record = Record(executor.folder)
@@ -185,7 +185,7 @@ def submit_to_slurm(experiments, runs_dir, executor) -> Submission:
 
 
 def _submit_experiment(experiment, runs_dir: Path, executor, jobs: dict, states: dict, submission: Submission):
-    from ofa_eval.jobs import cancel, cancel_stuck, still_queued, submit_array
+    from ofa_eval.jobs.slurm import cancel, cancel_stuck, still_queued, submit_array
 
     todo = pending(experiment, runs_dir)
     if not todo:

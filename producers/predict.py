@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofa_eval import run_format
+from ofa_eval.artifacts import run_format
 from producers import artifacts
 from producers.batching import collate, eval_batches
 from producers.modeling import autocast, load_tokenizer, model_from_config, pick_device
@@ -88,7 +88,7 @@ def read_inputs(run_dir, manifest: dict) -> list[EvalSet]:
 @contextlib.contextmanager
 def cpu_threads_for(model, device):
     """One torch thread while a narrow model runs on a CPU (ONE_THREAD_MAX_WIDTH); else as set."""
-    from ofa_eval.averaging import torch_threads
+    from ofa_eval.weights.averaging import torch_threads
 
     width = getattr(model.config, "hidden_size", None)
     if device.type != "cpu" or width is None or width > ONE_THREAD_MAX_WIDTH:

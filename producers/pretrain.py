@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 QUICKSTART_PRETRAIN_STEPS = 1000  # the quickstart's budget and build-model's default
 TEXT_FIELDS = ("text", "premise", "hypothesis", "question", "context")
@@ -55,7 +55,7 @@ def build_model_from_files(directory, paths, *, vocab_size: int = 400, shape: di
                            threads: int = 1, progress: bool = False):
     """`ofa-eval build-model`: the texts of `paths`, in order, made into a model folder
     (`producers.modeling.build_tiny_model`) pretrained for `pretrain_steps`, on `threads` CPU threads."""
-    from ofa_eval.averaging import torch_threads
+    from ofa_eval.weights.averaging import torch_threads
     from producers.modeling import build_tiny_model
 
     texts = [text for path in paths for text in read_texts(path)]

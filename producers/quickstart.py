@@ -27,7 +27,7 @@ def train_quickstart_grid(out_dir: Path, tasks=("nli", "qa", "ner"), progress: b
     """Generate the data, build the pretrained tiny model, and train the quickstart grid; returns
     the runs folder. `pretrain_steps` (default `pretrain.QUICKSTART_PRETRAIN_STEPS`) lets tests
     pretrain for less."""
-    from ofa_eval.averaging import torch_threads
+    from ofa_eval.weights.averaging import torch_threads
     from producers import pretrain, synthetic
     from producers.grid import load_grid
     from producers.launch import train_local

@@ -33,8 +33,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ofa_eval import run_format
-from ofa_eval.errors import OfaError
+from ofa_eval.artifacts import run_format
+from ofa_eval.common.errors import OfaError
 from producers import artifacts
 from producers.batching import steps_per_epoch
 from producers.finetune import fit, make_optimizer, make_scheduler

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}

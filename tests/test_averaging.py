@@ -1,4 +1,4 @@
-"""Streaming weight averaging (`ofa_eval.averaging`, `ofa-eval average`) against plain numpy means."""
+"""Streaming weight averaging (`ofa_eval.weights.averaging`, `ofa-eval average`) against plain numpy means."""
 
 import json
 import os
@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ofa_eval.averaging import (accumulate_checkpoints, accumulate_with_report, average_checkpoints, file_sha256,
+from ofa_eval.weights.averaging import (accumulate_checkpoints, accumulate_with_report, average_checkpoints, file_sha256,
                                 iter_tensor_names, iter_tensors, read_tensor, write_prefix_averages)
 from ofa_eval.commands.average import average
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 SHAPES = {"encoder.layer.0.weight": (64, 48), "encoder.layer.0.bias": (48,), "classifier.weight": (3, 48),
           "embeddings.word": (300, 16)}
@@ -262,7 +262,7 @@ def test_cli_errors_are_ofa_errors(tmp_path):
 MEMORY_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from ofa_eval.averaging import average_checkpoints
+    from ofa_eval.weights.averaging import average_checkpoints
 
     def status_bytes(field):
         for line in Path("/proc/self/status").read_text().splitlines():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ofa_eval.bootstrap import (
+from ofa_eval.statistics.bootstrap import (
     TwoLevelIndices,
     bootstrap_ci,
     paired_indices,
@@ -220,7 +220,7 @@ def test_joint_two_level_bootstrap_covers_and_example_only_bootstrap_undercovers
 
 
 def test_module_imports_neither_scipy_nor_torch():
-    probe = ("import sys, ofa_eval.bootstrap, ofa_eval.exact; "
+    probe = ("import sys, ofa_eval.statistics.bootstrap, ofa_eval.statistics.exact; "
              "print(sorted(m for m in ('scipy', 'torch', 'transformers') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

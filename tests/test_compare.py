@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ofa_eval.analysis import benjamini_hochberg, holm, sign_flip_p_values
+from ofa_eval.results.analysis import benjamini_hochberg, holm, sign_flip_p_values
 from references import brute_force_curves, recorded_draws
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ofa_eval.correlation import average_ranks, kendall_tau_b, pearson, spearman
+from ofa_eval.statistics.correlation import average_ranks, kendall_tau_b, pearson, spearman
 
 
 @pytest.mark.parametrize("ties", [False, True])

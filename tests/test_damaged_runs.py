@@ -74,7 +74,7 @@ def filled_store(trained, tmp_path_factory) -> Path:
 
 
 def empty_store(db: Path) -> Path:
-    from ofa_eval.store import connected
+    from ofa_eval.store.database import connected
 
     with connected(str(db)):
         pass

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 import synthetic_release
-from ofa_eval.analysis import compare_pool, correlate_pool
-from ofa_eval.formatting import render_protocol
+from ofa_eval.results.analysis import compare_pool, correlate_pool
+from ofa_eval.results.formatting import render_protocol
 from ofa_eval.protocol import DrawOptions, ResamplingOptions, load_pool
-from ofa_eval.store import connected
+from ofa_eval.store.database import connected
 from references import brute_force_curves, recorded_draws
 
 CA_VS_SRC_DEV = ("accumulative:ca", "max-src-dev:src-dev")

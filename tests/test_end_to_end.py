@@ -109,7 +109,7 @@ def test_greedy_soup_materializes_round_by_round(store):
     import json
 
     from ofa_eval.protocol import load_pool, sample_draws
-    from ofa_eval.store import connected
+    from ofa_eval.store.database import connected
 
     with connected(str(store.db), read_only=True) as con:
         pool = load_pool(con, "nli", "tiny-xlmr")
@@ -180,9 +180,9 @@ def test_soup_top_k_on_ingested_runs_averages_the_best_snapshots(store):
 def test_one_member_shortcut_matches_averaging_and_predicting(store, tmp_path):
     import polars as pl
 
-    from ofa_eval.materialize import make_average, plan
+    from ofa_eval.averages.materialize import make_average, plan
     from ofa_eval.protocol import DrawOptions, pools_in_store
-    from ofa_eval.store import connected
+    from ofa_eval.store.database import connected
     from producers.predict import predict_with_weights
 
     with connected(str(store.db), read_only=True) as con:

@@ -125,10 +125,10 @@ def test_a_version_1_store_is_migrated_by_a_writing_command_only(cli, tmp_path):
 
     import duckdb
 
-    from ofa_eval.store import SCHEMA_VERSION
+    from ofa_eval.store.database import SCHEMA_VERSION
 
     con = duckdb.connect(str(cli.db))
-    con.execute(resources.files("ofa_eval").joinpath("schema.sql").read_text())  # a version-1 store
+    con.execute(resources.files("ofa_eval.store").joinpath("schema.sql").read_text())  # a version-1 store
     con.execute("INSERT INTO store_info VALUES ('schema_version', '1'), ('created_by', 'ofa-eval')")
     con.close()
     assert_one_line_error(cli("sql", "SELECT 1"), f"store schema version 1 is older than this ofa-eval's ({SCHEMA_VERSION})")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ofa_eval.exact import expected_selection, expected_selection_curve, selection_probabilities
+from ofa_eval.statistics.exact import expected_selection, expected_selection_curve, selection_probabilities
 from references import brute_force_moments, brute_force_probabilities, monte_carlo_selected_scores
 
 

@@ -94,7 +94,7 @@ def _quantiles(distribution, level):
 
 def _pool_and_draws(cli, n_draws, max_runs, seed):
     from ofa_eval.protocol import load_pool, sample_draws
-    from ofa_eval.store import connected
+    from ofa_eval.store.database import connected
 
     with connected(str(cli.db), read_only=True) as con:
         pool = load_pool(con, "nli", MODEL)

@@ -6,8 +6,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ofa_eval.errors import OfaError
-from ofa_eval.metrics import drop_entity_types
+from ofa_eval.common.errors import OfaError
+from ofa_eval.tasks.metrics import drop_entity_types
 from producers.formats import read_conll, read_jsonl, read_table
 
 MASAKHANER = Path(__file__).resolve().parents[2] / "shared" / "masakhaner2-sample"

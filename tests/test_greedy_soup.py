@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ofa_eval.keys import member_key
+from ofa_eval.common.keys import member_key
 from ofa_eval.protocol import DrawSet, MissingAverages, Pool, draw_scores, greedy_soup
 
 

@@ -138,7 +138,7 @@ def test_a_locked_store_names_its_holder_after_the_lock_timeout(states, tmp_path
     """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        from ofa_eval.store import DEFAULT_LOCK_TIMEOUT
+        from ofa_eval.store.database import DEFAULT_LOCK_TIMEOUT
 
         started = time.monotonic()
         code, _, stderr = finished(ofa_eval("--db", db, "--lock-timeout", 1, "sql", "SELECT 1"))

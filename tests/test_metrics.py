@@ -13,9 +13,9 @@ import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
-from ofa_eval.errors import OfaError
-from ofa_eval.metrics import drop_entity_types, extract_entities
-from ofa_eval.tasks import get_task, task_names
+from ofa_eval.common.errors import OfaError
+from ofa_eval.tasks.metrics import drop_entity_types, extract_entities
+from ofa_eval.tasks.registry import get_task, task_names
 
 MASAKHANER = Path(__file__).resolve().parents[2] / "shared" / "masakhaner2-sample"
 MASAKHANER_TAGS = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC", "DATE") for p in "BI"]
@@ -317,7 +317,7 @@ def test_registry_and_unknown_task():
 
 
 def test_metrics_import_no_heavy_or_reference_libraries():
-    code = ("import sys, ofa_eval.metrics, producers.formats; "
+    code = ("import sys, ofa_eval.tasks.metrics, producers.formats; "
             "print(sorted(m for m in ('torch', 'transformers', 'seqeval') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

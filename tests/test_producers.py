@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]

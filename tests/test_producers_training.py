@@ -52,8 +52,8 @@ def assert_same_tensors(a: dict, b: dict):
 
 @pytest.mark.parametrize("task,storage", [("nli", "needed"), ("qa", "all"), ("ner", "needed")])
 def test_run_folder_is_complete_and_ingestible(world, tmp_path, task, storage):
-    from ofa_eval.keys import file_sha256
-    from ofa_eval.scoring import check_safetensors, score_run
+    from ofa_eval.common.keys import file_sha256
+    from ofa_eval.artifacts.scoring import check_safetensors, score_run
     from producers.artifacts import folder_bytes
     from producers.train import snapshot_steps, train_run
 

@@ -55,7 +55,7 @@ def test_fresh_draws_are_deterministic_and_follow_the_sampling_scheme(cli, synth
     assert run(3) != run(4)
 
     from ofa_eval.protocol import sample_draws
-    from ofa_eval.store import open_store
+    from ofa_eval.store.database import open_store
     from ofa_eval.protocol import load_pool
 
     pool = load_pool(open_store(str(cli.db)), "ner", "tiny-model")
@@ -95,7 +95,7 @@ def test_import_is_idempotent(synthetic_store):
 
 
 def test_recipes_map_to_release_weights():
-    from ofa_eval.release import recipe_name
+    from ofa_eval.artifacts.release import recipe_name
 
     for recipe, weights in RECIPE_WEIGHTS.items():
         assert recipe_name(weights) == recipe

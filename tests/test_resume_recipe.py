@@ -114,7 +114,7 @@ def test_restart_changed_leaves_a_run_alone_while_its_slurm_job_is_queued(cli, w
     """Clearing the folder under a job that still trains it would corrupt the run: refused."""
     import shutil
 
-    from ofa_eval import jobs
+    from ofa_eval.jobs import slurm as jobs
 
     runs = tmp_path / "runs"
     before = interrupted_run(cli, world, runs, monkeypatch, write_grid(world, "grid-queued.toml", epochs=3))

@@ -1,4 +1,4 @@
-"""The torch-free safetensors reader (`ofa_eval.safetensors_file`) against the safetensors library itself."""
+"""The torch-free safetensors reader (`ofa_eval.weights.safetensors_file`) against the safetensors library itself."""
 
 import json
 import struct
@@ -11,9 +11,9 @@ import pytest
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from ofa_eval.errors import OfaError
-from ofa_eval.scoring import check_safetensors
-from ofa_eval.safetensors_file import open_checkpoint, read_header, storage_order
+from ofa_eval.common.errors import OfaError
+from ofa_eval.artifacts.scoring import check_safetensors
+from ofa_eval.weights.safetensors_file import open_checkpoint, read_header, storage_order
 
 NUMPY_CODES = {np.float32: "F32", np.float16: "F16", np.float64: "F64", np.int64: "I64", np.uint8: "U8", np.bool_: "BOOL"}
 
@@ -125,7 +125,7 @@ def test_ingest_check_keeps_its_meaning(tmp_path):
 
 
 def test_importing_the_reader_imports_neither_torch_nor_numpy():
-    code = ("import sys, ofa_eval.safetensors_file, ofa_eval.tempfiles; "
+    code = ("import sys, ofa_eval.weights.safetensors_file, ofa_eval.common.tempfiles; "
             "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                cwd=Path(__file__).resolve().parents[1])

@@ -163,20 +163,20 @@ def test_a_grid_that_cannot_train_is_refused_before_submitting(world, tmp_path):
 @pytest.mark.parametrize("limit,minutes", [("infinite", None), ("30", 30), ("30:00", 30), ("12:00:00", 720),
                                            ("2-00:00:00", 2880), ("1-12", 2160), ("1-12:30", 2190)])
 def test_partition_time_limits_in_sinfo_formats(limit, minutes):
-    from ofa_eval.jobs import _minutes
+    from ofa_eval.jobs.slurm import _minutes
 
     assert _minutes(limit) == minutes
 
 
 def fake_sinfo(monkeypatch, lines: str):
-    from ofa_eval import jobs
+    from ofa_eval.jobs import slurm as jobs
 
     monkeypatch.setattr(jobs, "slurm", lambda *command, **_: subprocess.CompletedProcess(command, 0, lines, ""))
 
 
 def test_requests_default_to_what_a_gpu_partition_holds(monkeypatch):
-    from ofa_eval.errors import OfaError
-    from ofa_eval.jobs import Request, fit_request
+    from ofa_eval.common.errors import OfaError
+    from ofa_eval.jobs.slurm import Request, fit_request
 
     fake_sinfo(monkeypatch, "cpu|32|128000|(null)|infinite\n"  # sinfo --Node: one line per node
                             "gpu*|64|524288|gpu:a100:4(S:0-1),gpu:v100:4|2-00:00:00\n"  # MB

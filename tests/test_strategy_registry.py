@@ -80,7 +80,7 @@ def test_an_unknown_strategy_names_the_registered_ones(synthetic_store, first_ru
 
 
 def test_registering_a_taken_name_is_refused(first_run):
-    from ofa_eval.errors import OfaError
+    from ofa_eval.common.errors import OfaError
 
     with pytest.raises(OfaError, match="already registered"):
         register_strategy(FirstRun())

@@ -185,9 +185,9 @@ def test_a_task_module_file_works_without_installing_anything(world, tmp_path):
     (None, "no such task module file"),
     ("import no_such_package\n", "cannot be imported (ModuleNotFoundError: No module named 'no_such_package')"),
     ("from producers.tasks import Task\n", "defines no task (a class deriving from producers.tasks.Task"),
-    ("from ofa_eval.metrics import AccuracyMetric\nfrom producers.tasks import Task\n\n\nclass MyNLI(Task):\n"
+    ("from ofa_eval.tasks.metrics import AccuracyMetric\nfrom producers.tasks import Task\n\n\nclass MyNLI(Task):\n"
      "    name = 'nli'\n    metric = AccuracyMetric()\n    gold_column = prediction_column = 'label'\n",
-     "MyNLI: task 'nli' is already defined (<task 'nli': ofa_eval.tasks.NLIDefinition>)"),
+     "MyNLI: task 'nli' is already defined (<task 'nli': ofa_eval.tasks.registry.NLIDefinition>)"),
 ])
 def test_a_broken_task_module_is_a_one_line_error(tmp_path, code, problem):
     module = tmp_path / "my_task.py"

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 REPO = Path(__file__).resolve().parents[1]
 
 PLUGIN = '''
-from ofa_eval.metrics import AccuracyMetric
-from ofa_eval.tasks import TaskDefinition
+from ofa_eval.tasks.metrics import AccuracyMetric
+from ofa_eval.tasks.registry import TaskDefinition
 from producers.tasks import Task
 
 
@@ -68,7 +68,7 @@ def run_python(code: str, site: Path, *args) -> subprocess.CompletedProcess:
 
 def test_built_in_tasks_match_the_documented_run_format():
     """docs/artifacts.md, 'Gold and prediction tables', is the reference for the columns."""
-    from ofa_eval.tasks import get_task, task_names
+    from ofa_eval.tasks.registry import get_task, task_names
 
     rows = [line.split("|")[1:4] for line in (REPO / "docs" / "artifacts.md").read_text().splitlines()
             if line.startswith("| `") and "`example_id`" in line]
@@ -80,7 +80,7 @@ def test_built_in_tasks_match_the_documented_run_format():
 
 
 def test_unknown_task_names_the_known_ones():
-    from ofa_eval.tasks import get_task
+    from ofa_eval.tasks.registry import get_task
 
     with pytest.raises(OfaError) as error:
         get_task("pos")
@@ -88,7 +88,7 @@ def test_unknown_task_names_the_known_ones():
 
 
 def test_producer_tasks_are_the_engine_definitions_with_training_code():
-    from ofa_eval import tasks as registry
+    from ofa_eval.tasks import registry
     from producers.tasks import Task, get_task, task_names
 
     assert task_names() == registry.task_names()
@@ -105,9 +105,9 @@ def test_a_plugin_task_is_found_scored_by_ingest_and_offered_to_train(tmp_path):
         import json, sys
         from pathlib import Path
 
-        import ofa_eval.tasks as registry
+        import ofa_eval.tasks.registry as registry
         import producers.tasks
-        from ofa_eval.scoring import score_run
+        from ofa_eval.artifacts.scoring import score_run
         from producers.artifacts import gold_table, prediction_table, write_json, write_table
 
         run = Path(sys.argv[1])
@@ -155,7 +155,7 @@ def test_a_plugin_task_is_found_scored_by_ingest_and_offered_to_train(tmp_path):
     ("tags = pos_plugin:POSTask", "task plug-in tags = pos_plugin:POSTask: the entry point is named 'tags' but "
                                   "the task 'pos'"),
     ("nli = pos_plugin:OtherNLI", "task plug-in nli = pos_plugin:OtherNLI: task 'nli' is already defined "
-                                  "(<task 'nli': ofa_eval.tasks.NLIDefinition>)"),
+                                  "(<task 'nli': ofa_eval.tasks.registry.NLIDefinition>)"),
 ])
 def test_a_broken_plugin_is_named_in_a_one_line_error(tmp_path, entry_point, problem):
     site = install_plugin(tmp_path / "site", entry_point)

@@ -1,4 +1,4 @@
-"""Temporaries named after their owner process (`ofa_eval.tempfiles`), and `average` cleaning up after a killed run."""
+"""Temporaries named after their owner process (`ofa_eval.common.tempfiles`), and `average` cleaning up after a killed run."""
 
 import os
 import signal
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ofa_eval.averaging import average_checkpoints
-from ofa_eval.tempfiles import remove_orphans, temporary_owner, temporary_path
+from ofa_eval.weights.averaging import average_checkpoints
+from ofa_eval.common.tempfiles import remove_orphans, temporary_owner, temporary_path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +61,7 @@ HOLD_BEFORE_RENAME = textwrap.dedent("""
 
 LIVE_WRITER = textwrap.dedent("""
     import sys
-    from ofa_eval.tempfiles import temporary_path
+    from ofa_eval.common.tempfiles import temporary_path
     temporary = temporary_path(sys.argv[1])
     temporary.write_bytes(b"still being written")
     print(temporary, flush=True)

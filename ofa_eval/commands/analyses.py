@@ -13,7 +13,7 @@ ANALYSES = ("tracking", "regret", "languages", "source_ranking")
 def _echo_tables(results: dict[str, list[dict]], names, fmt: str) -> None:
     import json
 
-    from ofa_eval.formatting import render_rows
+    from ofa_eval.results.formatting import render_rows
 
     if fmt == "json":
         return click.echo(json.dumps({name: results[name] for name in names}, indent=1))
@@ -59,9 +59,9 @@ def correlate(ctx, analyses, fmt, **params):
     source_ranking  per target language, Spearman between the runs' source-language validation score
                     and their test score in that language
     """
-    from ofa_eval.analysis import correlate_pool
+    from ofa_eval.results.analysis import correlate_pool
     from ofa_eval.protocol import load_pool, pools_in_store, record_analysis
-    from ofa_eval.store import connected, transaction
+    from ofa_eval.store.database import connected, transaction
 
     resampling, pairs, options = resampling_from(params), pairs_from(params), draws_from(params)
     settings = _settings(params, max_runs=params["max_runs"])
@@ -98,9 +98,9 @@ def compare(ctx, a, b, correction, fmt, **params):
     target language at r = R: the mean difference and a paired sign-flip randomization test,
     corrected across languages.
     """
-    from ofa_eval.analysis import compare_pool
+    from ofa_eval.results.analysis import compare_pool
     from ofa_eval.protocol import load_pool, pools_in_store, record_analysis
-    from ofa_eval.store import connected, transaction
+    from ofa_eval.store.database import connected, transaction
 
     resampling, options = resampling_from(params), draws_from(params)
     pair_a, pair_b = parse_pair(a, params["soup_k"]), parse_pair(b, params["soup_k"])
@@ -137,8 +137,8 @@ def report(ctx, out, materialize, **params):
     from pathlib import Path
 
     from ofa_eval.protocol import pools_in_store
-    from ofa_eval.report import write_report
-    from ofa_eval.store import connected
+    from ofa_eval.results.report import write_report
+    from ofa_eval.store.database import connected
 
     resampling, pairs, options, db_path = resampling_from(params), pairs_from(params), draws_from(params), \
         ctx.obj["db_path"]

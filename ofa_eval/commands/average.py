@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 
 def parse_weights(text: str | None) -> list[float] | None:
@@ -53,8 +53,8 @@ def average(out, inputs, weights, accumulate, fsync, quiet):
 
     from tqdm import tqdm
 
-    from ofa_eval.averaging import accumulate_with_report, average_checkpoints
-    from ofa_eval.safetensors_file import open_checkpoint
+    from ofa_eval.weights.averaging import accumulate_with_report, average_checkpoints
+    from ofa_eval.weights.safetensors_file import open_checkpoint
 
     paths = [Path(path) for path in inputs]
     n_tensors = len(open_checkpoint(paths[0]).entries)

@@ -97,7 +97,7 @@ def pairs_from(params: dict) -> list[tuple[str, str]]:
 
 def parse_pair(text: str, soup_k: int) -> tuple[str, str]:
     """`accumulative:ca` -> ('accumulative', 'ca'), checked against the registry."""
-    from ofa_eval.errors import OfaError
+    from ofa_eval.common.errors import OfaError
     from ofa_eval.protocol import strategy_pairs
 
     if ":" not in text:

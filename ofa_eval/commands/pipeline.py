@@ -29,10 +29,10 @@ def quickstart(directory, tasks, n_draws, seed, no_averaging):
     DIRECTORY/ofa-eval.duckdb (default DIRECTORY: ./ofa-quickstart). The model, runs and
     averages already made there are reused.
     """
-    from ofa_eval.formatting import render_protocol
-    from ofa_eval.ingest import ingest_runs
+    from ofa_eval.results.formatting import render_protocol
+    from ofa_eval.artifacts.ingest import ingest_runs
     from ofa_eval.protocol import DrawOptions, compute_protocol, pools_in_store, strategy_pairs
-    from ofa_eval.store import connected, transaction
+    from ofa_eval.store.database import connected, transaction
     from producers.quickstart import train_quickstart_grid
 
     root = Path(directory)
@@ -88,7 +88,7 @@ def materialize(ctx, out, launcher, **params):
     db_path = ctx.obj["db_path"]
     maker = None
     if launcher == "slurm":
-        from ofa_eval.materialize import averages_root
+        from ofa_eval.averages.materialize import averages_root
 
         maker = executor_maker(averages_root(db_path, out), "slurm", slurm)
     made = materialize_here(db_path, params["tasks"], params["models"], pairs_from(params), draws_from(params),
@@ -98,7 +98,7 @@ def materialize(ctx, out, launcher, **params):
 
 def executor_maker(root, cluster, slurm: dict):
     """make_averages_with through a submitit executor whose logs go to ROOT/_slurm."""
-    from ofa_eval.materialize import make_averages_with
+    from ofa_eval.averages.materialize import make_averages_with
     from producers.launch import make_executor
     from producers.predict import predict_with_weights
 
@@ -110,9 +110,9 @@ def executor_maker(root, cluster, slurm: dict):
 
 
 def materialize_here(db_path, tasks, models, pairs, options, max_runs, out=None, maker=None) -> int:
-    """`ofa_eval.materialize.materialize_missing` with the producers' predictor; by default the
+    """`ofa_eval.averages.materialize.materialize_missing` with the producers' predictor; by default the
     averages are made in this process, one after another."""
-    from ofa_eval.materialize import averages_root, make_averages_here, materialize_missing
+    from ofa_eval.averages.materialize import averages_root, make_averages_here, materialize_missing
     from producers.predict import predict_with_weights
 
     maker = maker or (lambda plans, root: make_averages_here(plans, root, predict_with_weights))

@@ -44,10 +44,10 @@ def protocol(ctx, materialize, exact, ci_method, fmt, **params):
     the interval covers test-set sampling too.
     """
     from ofa_eval.commands.options import resampling_from
-    from ofa_eval.errors import OfaError
-    from ofa_eval.formatting import render_protocol
+    from ofa_eval.common.errors import OfaError
+    from ofa_eval.results.formatting import render_protocol
     from ofa_eval.protocol import compute_protocol, pools_in_store
-    from ofa_eval.store import connected, transaction
+    from ofa_eval.store.database import connected, transaction
 
     interval = None
     if params["ci_percent"] is not None:
@@ -72,7 +72,7 @@ def protocol(ctx, materialize, exact, ci_method, fmt, **params):
 
 def _exact_rows(db_path, tasks, models, pairs, max_runs) -> list[dict]:
     from ofa_eval.protocol import exact_rows, load_pool, pools_in_store, record_results
-    from ofa_eval.store import connected, transaction
+    from ofa_eval.store.database import connected, transaction
 
     rows = []
     with connected(db_path, must_exist=True) as con, transaction(con):
@@ -94,7 +94,7 @@ def check(ctx, tables, **params):
     and an optional `tolerance` column (default 0.1, in points). An empty std or draws cell
     is not checked. Exits 1 listing every cell outside tolerance, 0 when all agree.
     """
-    from ofa_eval.checking import check_tables
+    from ofa_eval.results.checking import check_tables
 
     failures, checked = check_tables(ctx.obj["db_path"], tables, draws_from(params), params["soup_k"])
     for line in failures:
@@ -115,9 +115,9 @@ def grid(ctx, task, model, fmt):
     For each (learning rate, batch size): the source validation score and the mean target
     test score of every variant (LAST, SRC-DEV, CA, TRG-DEV), mean and std over seeds.
     """
-    from ofa_eval.formatting import render_rows
-    from ofa_eval.hyperparameters import grid_rows
-    from ofa_eval.store import connected
+    from ofa_eval.results.formatting import render_rows
+    from ofa_eval.results.hyperparameters import grid_rows
+    from ofa_eval.store.database import connected
 
     with connected(ctx.obj["db_path"], read_only=True) as con:
         rows, columns = grid_rows(con, task, model)

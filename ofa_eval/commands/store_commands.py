@@ -26,8 +26,8 @@ def import_ofa_xlt(ctx, directory):
     """
     from pathlib import Path
 
-    from ofa_eval.release import import_release
-    from ofa_eval.store import connected
+    from ofa_eval.artifacts.release import import_release
+    from ofa_eval.store.database import connected
 
     with connected(ctx.obj["db_path"]) as con:
         summaries = import_release(con, Path(directory))
@@ -55,7 +55,7 @@ def ingest(ctx, runs, quiet, workers):
     """
     from pathlib import Path
 
-    from ofa_eval.ingest import ingest_runs
+    from ofa_eval.artifacts.ingest import ingest_runs
 
     summary = ingest_runs(ctx.obj["db_path"], Path(runs), progress=not quiet, workers=workers)
     click.echo(f"{len(summary.ingested)} run(s) ingested, {len(summary.already)} already in the store, "
@@ -77,9 +77,9 @@ def sql(ctx, query, fmt):
     """
     import duckdb
 
-    from ofa_eval.errors import OfaError
-    from ofa_eval.formatting import render_rows
-    from ofa_eval.store import connected
+    from ofa_eval.common.errors import OfaError
+    from ofa_eval.results.formatting import render_rows
+    from ofa_eval.store.database import connected
 
     if not query.strip():
         raise OfaError("the query is empty")

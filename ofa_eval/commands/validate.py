@@ -19,7 +19,7 @@ def validate(ctx, runs):
     """
     from pathlib import Path
 
-    from ofa_eval.validation import validate_runs
+    from ofa_eval.artifacts.validation import validate_runs
 
     run_dirs, problems, warnings = validate_runs(Path(runs))
     for problem in problems:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ofa_eval.errors import OfaError
-from ofa_eval.exact import expected_selection_curve
+from ofa_eval.common.errors import OfaError
+from ofa_eval.statistics.exact import expected_selection_curve
 from ofa_eval.protocol.draws import possible_draws
 from ofa_eval.protocol.pool import Pool, pool_max_runs
 from ofa_eval.protocol.strategies import get_strategy, registered

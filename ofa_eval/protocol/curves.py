@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from ofa_eval.draw_diversity import describe_repeats, distinct_draws
-from ofa_eval.errors import OfaError
+from ofa_eval.statistics.draw_diversity import describe_repeats, distinct_draws
+from ofa_eval.common.errors import OfaError
 from ofa_eval.protocol.draws import DrawOptions, DrawSet
 from ofa_eval.protocol.pool import IncompletePool, Pool, load_pool, pool_max_runs
 from ofa_eval.protocol.recording import record_results

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 from ofa_eval.protocol.pool import IncompletePool, Pool
 
 

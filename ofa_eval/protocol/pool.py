@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ofa_eval.errors import OfaError
-from ofa_eval.keys import member_key
+from ofa_eval.common.errors import OfaError
+from ofa_eval.common.keys import member_key
 
 DEFAULT_MAX_RUNS = 10  # the paper's r = 1..10
 

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ofa_eval.bootstrap import bootstrap_ci
-from ofa_eval.errors import OfaError
-from ofa_eval.example_bootstrap import joint_intervals
+from ofa_eval.statistics.bootstrap import bootstrap_ci
+from ofa_eval.common.errors import OfaError
+from ofa_eval.protocol.joint_bootstrap import joint_intervals
 from ofa_eval.protocol.pool import Pool
 
 RESAMPLING_LEVELS = ("draws", "draws+examples")
@@ -24,7 +24,7 @@ class ResamplingOptions:
     """A bootstrap at confidence `level` with `n_resamples` resamples from `seed`.
 
     `resample`: 'draws' resamples whole draws; 'draws+examples' also resamples the target test
-    examples through their stored per-example statistics (`ofa_eval.example_bootstrap`).
+    examples through their stored per-example statistics (`ofa_eval.protocol.joint_bootstrap`).
     """
 
     level: float = 0.95

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ofa_eval.errors import OfaError
-from ofa_eval.keys import member_key
+from ofa_eval.common.errors import OfaError
+from ofa_eval.common.keys import member_key
 from ofa_eval.protocol.draws import DrawSet
 from ofa_eval.protocol.pool import Pool
 

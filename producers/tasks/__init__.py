@@ -7,8 +7,8 @@ can be trained when its class derives from `Task`.
 
 from __future__ import annotations
 
-from ofa_eval import tasks as registry
-from ofa_eval.errors import OfaError
+from ofa_eval.tasks import registry
+from ofa_eval.common.errors import OfaError
 from producers.tasks import ner, nli, qa
 from producers.tasks.base import EvalSet, Task, TaskData
 

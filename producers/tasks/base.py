@@ -1,6 +1,6 @@
 """The interface every task implements, and the data containers the tasks share.
 
-A task is its engine definition (`ofa_eval.tasks.TaskDefinition`: name, metric, gold and
+A task is its engine definition (`ofa_eval.tasks.registry.TaskDefinition`: name, metric, gold and
 prediction columns) plus the training code: how to turn examples into model features (for
 training and for evaluation), how to turn the model's outputs back into per-example
 predictions, and what its gold labels are. Everything else (the training loop, snapshots,
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ofa_eval.errors import OfaError
-from ofa_eval.tasks import TaskDefinition
+from ofa_eval.common.errors import OfaError
+from ofa_eval.tasks.registry import TaskDefinition
 
 IGNORE_INDEX = -100  # label of positions the loss skips (padding, non-first subwords)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 
-from ofa_eval.errors import OfaError
-from ofa_eval.metrics import drop_entity_types
-from ofa_eval.tasks import NERDefinition
+from ofa_eval.common.errors import OfaError
+from ofa_eval.tasks.metrics import drop_entity_types
+from ofa_eval.tasks.registry import NERDefinition
 from producers.tasks.base import IGNORE_INDEX, Task, require
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ofa_eval.errors import OfaError
-from ofa_eval.tasks import NLIDefinition
+from ofa_eval.common.errors import OfaError
+from ofa_eval.tasks.registry import NLIDefinition
 from producers.tasks.base import Task, require
 
 LABELS = ["entailment", "neutral", "contradiction"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ofa_eval.errors import OfaError
-from ofa_eval.tasks import QADefinition
+from ofa_eval.common.errors import OfaError
+from ofa_eval.tasks.registry import QADefinition
 from producers.tasks.base import Task, require
 
 

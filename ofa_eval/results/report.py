@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa_eval import bootstrap
-from ofa_eval.analysis import language_scores, per_language_at
-from ofa_eval.correlation import pearson, spearman
-from ofa_eval.formatting import render_protocol
+from ofa_eval.statistics import bootstrap
+from ofa_eval.results.analysis import language_scores, per_language_at
+from ofa_eval.statistics.correlation import pearson, spearman
+from ofa_eval.results.formatting import render_protocol
 from ofa_eval.protocol import (DrawOptions, Pool, ResamplingOptions, get_strategy, load_pool, pair_curves,
                                pool_max_runs, protocol_rows)
 

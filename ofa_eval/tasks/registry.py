@@ -1,6 +1,6 @@
 """The task registry: what the engine knows of a task, and where tasks come from.
 
-A task definition (`TaskDefinition`) gives the task's name, its metric (`ofa_eval.metrics`), the
+A task definition (`TaskDefinition`) gives the task's name, its metric (`ofa_eval.tasks.metrics`), the
 columns of its gold and prediction tables in the run format (docs/artifacts.md), and its primary
 metric: the value model selection compares and the store records for the task. Built in: `nli`,
 `qa` and `ner`. Other packages add tasks through the entry-point group `ofa_eval.tasks`; each
@@ -27,8 +27,8 @@ import re
 import sys
 from pathlib import Path
 
-from ofa_eval.errors import OfaError
-from ofa_eval.metrics import AccuracyMetric, EntityF1Metric, Metric, SquadMetric
+from ofa_eval.common.errors import OfaError
+from ofa_eval.tasks.metrics import AccuracyMetric, EntityF1Metric, Metric, SquadMetric
 
 ENTRY_POINT_GROUP = "ofa_eval.tasks"
 TASK_MODULES_ENV = "OFA_EVAL_TASK_MODULES"
@@ -57,7 +57,7 @@ class TaskDefinition:
     def value_problem(self, kind: str, values, label_names: list[str] | None) -> str | None:
         """What is wrong with the value column (a polars Series) of a `kind` ('gold' or 'prediction')
         table, or None; `label_names` is the manifest's label list, if any. Plug-in tasks accept
-        every value unless they override this (ofa_eval.validation calls it)."""
+        every value unless they override this (ofa_eval.artifacts.validation calls it)."""
         return None
 
     def pair_problem(self, example_ids, gold, predictions) -> str | None:
@@ -191,7 +191,7 @@ def load_task_module(path) -> list[TaskDefinition]:
                and value.__module__ == module.__name__ and value.name]
     if not classes:
         raise OfaError(f"{path}: defines no task (a class deriving from producers.tasks.Task or "
-                       "ofa_eval.tasks.TaskDefinition, with a name; see docs/tasks.md)")
+                       "ofa_eval.tasks.registry.TaskDefinition, with a name; see docs/tasks.md)")
     _task_modules[path] = [_add(cls, f"{path}: {cls.__qualname__}") for cls in classes]
     return _task_modules[path]
 
@@ -246,7 +246,7 @@ def _definition_problem(task: TaskDefinition) -> str | None:
     if not task.name:
         return "the task has no name"
     if not isinstance(task.metric, Metric):
-        return f"task {task.name!r}: metric is not an ofa_eval.metrics.Metric ({task.metric!r})"
+        return f"task {task.name!r}: metric is not an ofa_eval.tasks.metrics.Metric ({task.metric!r})"
     if not (task.gold_column and task.prediction_column):
         return f"task {task.name!r}: gold_column and prediction_column must be set"
     return None
@@ -299,7 +299,7 @@ def _string_lists_problem(column: str, values, what: str) -> str | None:
 
 def _is_entity_tag(tag: str) -> bool:
     """What the entity-level F1 reads as a tag: O, or B-/I- (IOB2; E-/S- of IOBES too) and a type."""
-    from ofa_eval.metrics import _parse_tag
+    from ofa_eval.tasks.metrics import _parse_tag
 
     try:
         _parse_tag(tag)

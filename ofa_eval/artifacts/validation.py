@@ -1,5 +1,5 @@
 """Validation of run folders (docs/artifacts.md, "What `validate` and `ingest` check"): every check, in one place
-(the rules for single manifest values are `ofa_eval.value_rules`).
+(the rules for single manifest values are `ofa_eval.artifacts.value_rules`).
 
 `validate_run` lists every problem of one run folder; `validate_runs` those of every run folder
 under a root, plus the problems between folders (one run identity in two folders). `ofa-eval
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ofa_eval import value_rules as rules
-from ofa_eval.errors import OfaError
-from ofa_eval.run_format import (AVERAGE_MANIFEST, CA_SUBJECT, EXAMPLE_ID, FORMAT_VERSION, GOLD, MANIFEST,
+from ofa_eval.artifacts import value_rules as rules
+from ofa_eval.common.errors import OfaError
+from ofa_eval.artifacts.run_format import (AVERAGE_MANIFEST, CA_SUBJECT, EXAMPLE_ID, FORMAT_VERSION, GOLD, MANIFEST,
                                  PREDICTIONS, WEIGHTS, predictions_folder, prediction_file, run_name,
                                  snapshot_subject)
 
@@ -144,7 +144,7 @@ def manifest_problems(run_dir: Path) -> tuple[dict | None, list[Problem]]:
 
 
 def _task_problem(manifest: dict) -> str | None:
-    from ofa_eval.tasks import get_task
+    from ofa_eval.tasks.registry import get_task
 
     try:
         get_task(manifest.get("task"))
@@ -250,7 +250,7 @@ def _weight_records(manifest: dict) -> list[tuple[str, dict]]:
 
 def weight_problems(run_dir: Path, manifest: dict) -> list[Problem]:
     """Every weight file the manifest names: present, a well-formed safetensors file, of the recorded size."""
-    from ofa_eval.safetensors_file import read_header
+    from ofa_eval.weights.safetensors_file import read_header
 
     root, problems = run_dir.resolve(), []
     for where, record in _weight_records(manifest):
@@ -317,7 +317,7 @@ class _Table:
 
 def _read_table(path: Path, root: Path, column: str) -> tuple[_Table | None, list[Problem]]:
     """A gold or prediction table with well-formed example ids, or its problems."""
-    from ofa_eval.parquet import read_parquet
+    from ofa_eval.store.parquet import read_parquet
 
     if not _inside(path, root):
         return None, []  # reported by link_problems
@@ -344,7 +344,7 @@ def table_problems(run_dir: Path, manifest: dict, tables: dict | None = None) ->
 
     `tables`, when given, receives every table read, so that ingest scores without reading again:
     {(GOLD or a subject, dataset, language, split): (example ids, values)} (polars Series)."""
-    from ofa_eval.tasks import get_task
+    from ofa_eval.tasks.registry import get_task
 
     task, root, problems = get_task(manifest["task"]), run_dir.resolve(), []
     subjects = [snapshot_subject(s["index"]) for s in manifest["snapshots"]]

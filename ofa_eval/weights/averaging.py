@@ -1,19 +1,19 @@
 """Streaming weight averaging of safetensors checkpoints (accumulative model averaging).
 
 Inputs are `.safetensors` files or model folders (holding `model.safetensors`, or a sharded
-`model.safetensors.index.json` and its shards), read by `ofa_eval.safetensors_file`. Averages are
+`model.safetensors.index.json` and its shards), read by `ofa_eval.weights.safetensors_file`. Averages are
 accumulated in float32 (float64 for float64 tensors) and written in each tensor's input dtype with
 the first input's metadata.
 
 Memory stays bounded whatever the model size: tensors are processed one chunk of
 `chunk_elements` values at a time, straight from the inputs' memory maps, and each chunk is
-written as soon as it is summed (`ofa_eval.weight_streams`). One pass over the
+written as soon as it is summed (`ofa_eval.weights.streams`). One pass over the
 inputs can write every prefix average 1..n at once (`accumulate_checkpoints`), reading each
 input file exactly once.
 
 Integer and bool tensors (position ids and the like) are not averaged: they must be equal in
 every input and are copied. Every output is written to a temporary file beside it, named after
-this process (`ofa_eval.tempfiles`), and moved into place only when all outputs are complete;
+this process (`ofa_eval.common.tempfiles`), and moved into place only when all outputs are complete;
 temporaries left there by killed runs are removed.
 """
 
@@ -30,15 +30,15 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from ofa_eval.errors import OfaError
-from ofa_eval.safetensors_file import SINGLE_FILE, Checkpoint, TensorEntry, dtype_size, open_checkpoint
-from ofa_eval.weight_streams import (AtomicOutputs, ChunkWriter, InputReader, StreamingWriter, byte_view, output_order,
+from ofa_eval.common.errors import OfaError
+from ofa_eval.weights.safetensors_file import SINGLE_FILE, Checkpoint, TensorEntry, dtype_size, open_checkpoint
+from ofa_eval.weights.streams import (AtomicOutputs, ChunkWriter, InputReader, StreamingWriter, byte_view, output_order,
                                      torch_dtype)
 
 # re-exported: the readers and the content hash of weight files, long imported from here
-from ofa_eval.keys import file_sha256  # noqa: F401
-from ofa_eval.safetensors_file import iter_tensor_names  # noqa: F401
-from ofa_eval.weight_streams import iter_tensors, read_tensor  # noqa: F401
+from ofa_eval.common.keys import file_sha256  # noqa: F401
+from ofa_eval.weights.safetensors_file import iter_tensor_names  # noqa: F401
+from ofa_eval.weights.streams import iter_tensors, read_tensor  # noqa: F401
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
 

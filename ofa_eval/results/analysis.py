@@ -9,7 +9,7 @@ validation ranks runs.
 - source ranking: per target language, the rank correlation between the runs' source-language
   validation score and their test score in that language.
 
-Identical draws are one piece of evidence (ofa_eval.draw_diversity): intervals resample distinct
+Identical draws are one piece of evidence (ofa_eval.statistics.draw_diversity): intervals resample distinct
 draws, randomization tests flip their signs together, and rows carry `distinct_draws`. The
 estimates stay those over all draws, as `protocol` reports them. A correlation with a constant
 is undefined: its row holds None and a note says why.
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ofa_eval import bootstrap
-from ofa_eval.correlation import COEFFICIENTS, is_constant
-from ofa_eval.draw_diversity import describe_repeats, draw_groups, paired_groups
+from ofa_eval.statistics import bootstrap
+from ofa_eval.statistics.correlation import COEFFICIENTS, is_constant
+from ofa_eval.statistics.draw_diversity import describe_repeats, draw_groups, paired_groups
 from ofa_eval.protocol import DrawOptions, Pool, ResamplingOptions, curve_models, pair_curves, pool_max_runs
 
 ORACLE = ("max-trg-dev", "trg-dev")
@@ -322,7 +322,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
     """Paired A - B per r (CI, P(A > B)), and per language at r = R with corrected p-values.
 
     The per-r intervals resample distinct draws, or with `resampling.resample == 'draws+examples'` draws and
-    target test examples jointly (ofa_eval.example_bootstrap), the same resamples for A and B.
+    target test examples jointly (ofa_eval.protocol.joint_bootstrap), the same resamples for A and B.
     """
     rng, n_resamples, level = resampling.rng(), resampling.n_resamples, resampling.level
     seed, resample = resampling.seed, resampling.resample
@@ -333,7 +333,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
     groups_by_r = paired_draw_groups(draws_a, draws_b, max_runs)
     joint = None
     if resample == "draws+examples":
-        from ofa_eval.example_bootstrap import joint_cells
+        from ofa_eval.protocol.joint_bootstrap import joint_cells
 
         cells = joint_cells(con, pool, curves, max_runs, n_resamples, seed)
         joint = cells[a] - cells[b]

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ofa_eval import bootstrap
-from ofa_eval.errors import OfaError
+from ofa_eval.statistics import bootstrap
+from ofa_eval.common.errors import OfaError
 from ofa_eval.protocol.pool import Pool
 from ofa_eval.protocol.strategies import Model, curve_models
-from ofa_eval.tasks import get_task
+from ofa_eval.tasks.registry import get_task
 
 
 @dataclass(frozen=True)

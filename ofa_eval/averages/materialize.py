@@ -2,7 +2,7 @@
 
 - plan: for every draw and r, the member set of each averaging strategy; those whose member
   key (the content hashes of the averaged weight files) has no scores in the store are needed.
-- materialize: average the members' weights (streamed, `ofa_eval.averaging`), predict on every
+- materialize: average the members' weights (streamed, `ofa_eval.weights.averaging`), predict on every
   evaluation set with a predictor the caller hands in (the command layer passes the producers'
   `predict_with_weights`: the engine never imports the producers), and write an averaged-model
   folder (`averages/<key>/`: `average.json`, `model.safetensors`, `predictions/*.parquet`).
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ofa_eval.errors import OfaError
-from ofa_eval.jobs import Unfinished
+from ofa_eval.common.errors import OfaError
+from ofa_eval.jobs.slurm import Unfinished
 from ofa_eval.protocol import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
                                pools_in_store)
-from ofa_eval.run_format import (AVERAGE_MANIFEST, AVERAGE_WEIGHTS, CA_SUBJECT, FORMAT_VERSION, MANIFEST,
+from ofa_eval.artifacts.run_format import (AVERAGE_MANIFEST, AVERAGE_WEIGHTS, CA_SUBJECT, FORMAT_VERSION, MANIFEST,
                                  PREDICTIONS, predictions_folder, snapshot_subject)
-from ofa_eval.tempfiles import remove_orphans, temporary_path
+from ofa_eval.common.tempfiles import remove_orphans, temporary_path
 
 
 # predictor(run folder, weights file, output folder): writes one prediction table per evaluation set
@@ -152,9 +152,9 @@ def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predi
     complete nor queued or running (`<executor folder>/jobs.json`, squeue) are submitted, and
     the jobs are awaited (unless `wait` is false) until each finished or failed, or for
     `timeout_min`. Returns the folders when all are complete; otherwise raises
-    `ofa_eval.jobs.Unfinished`, whose `finished` the caller ingests.
+    `ofa_eval.jobs.slurm.Unfinished`, whose `finished` the caller ingests.
     """
-    from ofa_eval.jobs import Outcome, Record, resume_hint, still_queued, submit_array, wait_for
+    from ofa_eval.jobs.slurm import Outcome, Record, resume_hint, still_queued, submit_array, wait_for
 
     out_root = Path(out_root)
     names = [p.folder_name for p in plans]
@@ -190,7 +190,7 @@ def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predi
 
 
 def _average_and_predict(plan: AveragePlan, folder: Path, predictor: Predictor) -> None:
-    from ofa_eval.averaging import average_checkpoints
+    from ofa_eval.weights.averaging import average_checkpoints
 
     weights = folder / AVERAGE_WEIGHTS
     average_checkpoints([Path(p) for p in plan.member_files], weights)
@@ -214,8 +214,8 @@ def _member_predictions(plan: AveragePlan) -> Path | None:
 
 def ingest_averages(con, folders: list[Path]) -> int:
     """Score averaged-model folders and record them; one transaction for all of them."""
-    from ofa_eval.scoring import read_manifest, score_predictions
-    from ofa_eval.store import transaction
+    from ofa_eval.artifacts.scoring import read_manifest, score_predictions
+    from ofa_eval.store.database import transaction
 
     scored = []
     for folder in folders:
@@ -232,8 +232,8 @@ def ingest_averages(con, folders: list[Path]) -> int:
 
 
 def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, example_stats) -> None:
-    from ofa_eval.ingest import example_stat_rows, insert_example_stats
-    from ofa_eval.store import ensure_eval_set
+    from ofa_eval.artifacts.ingest import example_stat_rows, insert_example_stats
+    from ofa_eval.store.database import ensure_eval_set
 
     task, members = manifest["task"], manifest["members"]
     exists = con.execute("SELECT count(*) FROM average_table WHERE task=? AND model=? AND recipe=? AND member_key=?",
@@ -273,7 +273,7 @@ def materialize_missing(db_path, tasks, models, pairs, options: DrawOptions, max
     """Plan with the store open, make the averages with it closed, then ingest; repeat until
     nothing is missing (greedy soups learn their next candidates from the last round's scores).
     Returns the number of averaged models ingested."""
-    from ofa_eval.store import connected
+    from ofa_eval.store.database import connected
 
     made, seen = 0, set()
     for _ in range(max_runs or DEFAULT_MAX_RUNS):  # a greedy path takes at most R - 1 rounds

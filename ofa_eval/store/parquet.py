@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 
 def read_parquet(path: Path, required: tuple[str, ...]) -> pl.DataFrame:

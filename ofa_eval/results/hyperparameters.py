@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 VARIANT_ORDER = ("last", "src-dev", "ca", "trg-dev")
 

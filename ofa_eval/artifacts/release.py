@@ -16,11 +16,11 @@ from pathlib import Path
 
 import polars as pl
 
-from ofa_eval.errors import OfaError
-from ofa_eval.parquet import read_parquet
-from ofa_eval.keys import member_key
-from ofa_eval.release_pickles import read_pickled_frame
-from ofa_eval.store import ensure_eval_set, ensure_task, transaction
+from ofa_eval.common.errors import OfaError
+from ofa_eval.store.parquet import read_parquet
+from ofa_eval.common.keys import member_key
+from ofa_eval.artifacts.release_pickles import read_pickled_frame
+from ofa_eval.store.database import ensure_eval_set, ensure_task, transaction
 
 ORIGIN = "ofa-xlt"
 RUN_COLUMNS = ("kind", "model", "lr", "epochs", "bs", "seed", "scheduler", "id")

@@ -23,7 +23,7 @@ from importlib import resources
 
 import duckdb
 
-from ofa_eval.errors import OfaError
+from ofa_eval.common.errors import OfaError
 
 SCHEMA_VERSION = 4
 LOCK_TIMEOUT_ENV = "OFA_EVAL_LOCK_TIMEOUT"
@@ -50,12 +50,12 @@ def lock_timeout() -> float:
 
 
 def _schema_sql() -> str:
-    return resources.files("ofa_eval").joinpath("schema.sql").read_text()
+    return resources.files("ofa_eval.store").joinpath("schema.sql").read_text()
 
 
 def _migration_sql(version: int) -> str:
     """The DDL that takes a store from `version - 1` to `version`."""
-    return resources.files("ofa_eval").joinpath("migrations", f"{version}.sql").read_text()
+    return resources.files("ofa_eval.store").joinpath("migrations", f"{version}.sql").read_text()
 
 
 def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:

@@ -1,6 +1,6 @@
 """`ofa-eval ingest`: load complete run folders (docs/artifacts.md) into the store.
 
-Each run is validated and scored by `ofa_eval.scoring` (its predictions with the task's metric,
+Each run is validated and scored by `ofa_eval.artifacts.scoring` (its predictions with the task's metric,
 and the run variants derived from them); this module stages the resulting rows and inserts them.
 Three phases, so that memory does not grow with the number of runs and the store's write lock
 is held only while inserting:
@@ -9,9 +9,9 @@ is held only while inserting:
 2. without the store: validate and score the runs in a process pool, a batch of runs per task;
    each batch's rows go to Parquet files in a staging folder beside the store
    (`<store>.ingest-<pid>/`, removed at the end, swept by the next ingest if its owner died);
-3. open the store writable (waiting for the lock, `ofa_eval.store`) and insert every staged
+3. open the store writable (waiting for the lock, `ofa_eval.store.database`) and insert every staged
    row in ONE transaction, through DuckDB's Parquet reader: all runs or none.
-Averaged models' example statistics (`ofa_eval.materialize`) go in through the same Arrow
+Averaged models' example statistics (`ofa_eval.averages.materialize`) go in through the same Arrow
 column type (`example_stat_rows`, `insert_example_stats`).
 """
 
@@ -27,12 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ofa_eval.errors import OfaError
-from ofa_eval.run_format import run_name, snapshot_subject
-from ofa_eval.scoring import ExampleStats, ScoredRun, derive_variants, read_manifest, score_run, variant_weights
-from ofa_eval.store import connected, disk_full_error, ensure_eval_set, ensure_task, is_disk_full, transaction
-from ofa_eval.tempfiles import remove_orphans, temporary_path
-from ofa_eval.validation import check_run_folders, conflicts_with_store
+from ofa_eval.common.errors import OfaError
+from ofa_eval.artifacts.run_format import run_name, snapshot_subject
+from ofa_eval.artifacts.scoring import ExampleStats, ScoredRun, derive_variants, read_manifest, score_run, variant_weights
+from ofa_eval.store.database import connected, disk_full_error, ensure_eval_set, ensure_task, is_disk_full, transaction
+from ofa_eval.common.tempfiles import remove_orphans, temporary_path
+from ofa_eval.artifacts.validation import check_run_folders, conflicts_with_store
 
 MAX_BATCH = 8  # runs a worker scores before writing their rows: bounds each worker's memory
 
@@ -384,7 +384,7 @@ def _guarded(path: Path, function, *args):
 
 
 def _staging_folder(db_path: Path) -> Path:
-    """A temporary folder beside the store, named after this process (`ofa_eval.tempfiles`),
+    """A temporary folder beside the store, named after this process (`ofa_eval.common.tempfiles`),
     after sweeping those of ingests that died on this host."""
     db_path = Path(db_path).resolve()
     remove_orphans(db_path.parent)
@@ -397,7 +397,7 @@ def _staging_folder(db_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rows of averaged models (ofa_eval.materialize)
+# Rows of averaged models (ofa_eval.averages.materialize)
 
 
 def example_stat_rows(subject: tuple, eval_set_id: int, example_stats: ExampleStats) -> list[tuple]:

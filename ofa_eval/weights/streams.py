@@ -20,9 +20,9 @@ from typing import Iterator, Mapping, Sequence
 
 import torch
 
-from ofa_eval.errors import OfaError
-from ofa_eval.safetensors_file import Checkpoint, TensorEntry, dtype_size, open_checkpoint, storage_order
-from ofa_eval.tempfiles import remove_orphans, temporary_path
+from ofa_eval.common.errors import OfaError
+from ofa_eval.weights.safetensors_file import Checkpoint, TensorEntry, dtype_size, open_checkpoint, storage_order
+from ofa_eval.common.tempfiles import remove_orphans, temporary_path
 
 PAGE_BYTES = 4096
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux's value; Python adds the name in 3.13
@@ -213,7 +213,7 @@ class AtomicOutputs:
     """Temporary files beside each destination, moved into place together on success, removed on failure.
 
     Entering also removes the temporaries that killed writers left in the destination folders
-    (`ofa_eval.tempfiles`).
+    (`ofa_eval.common.tempfiles`).
     """
 
     def __init__(self, destinations: Sequence[Path]):

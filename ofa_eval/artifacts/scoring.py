@@ -9,8 +9,8 @@ needs are derived from the snapshot scores:
   language; the run's `target-dev` criterion is the mean of those best validation scores.
 
 On target-language test sets, each subject's per-example sufficient statistics are kept too
-(`ExampleStats`), for the joint draws x examples bootstrap. `ofa_eval.ingest` writes what this
-computes for run folders; `ofa_eval.materialize` scores averaged models' predictions with it.
+(`ExampleStats`), for the joint draws x examples bootstrap. `ofa_eval.artifacts.ingest` writes what this
+computes for run folders; `ofa_eval.averages.materialize` scores averaged models' predictions with it.
 Nothing here opens the store, and weights are never unpickled.
 """
 
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import polars as pl
 
-from ofa_eval.errors import OfaError
-from ofa_eval.keys import examples_key, file_sha256
-from ofa_eval.parquet import read_parquet
-from ofa_eval.run_format import (CA_SUBJECT, EXAMPLE_ID, GOLD, MANIFEST, prediction_file, predictions_folder,
+from ofa_eval.common.errors import OfaError
+from ofa_eval.common.keys import examples_key, file_sha256
+from ofa_eval.store.parquet import read_parquet
+from ofa_eval.artifacts.run_format import (CA_SUBJECT, EXAMPLE_ID, GOLD, MANIFEST, prediction_file, predictions_folder,
                                  run_name, snapshot_subject, subjects)
-from ofa_eval.tasks import get_task
-from ofa_eval.validation import check_run
+from ofa_eval.tasks.registry import get_task
+from ofa_eval.artifacts.validation import check_run
 
 
 @dataclass
@@ -61,7 +61,7 @@ def read_manifest(run_dir: Path) -> dict:
 
 def check_safetensors(path: Path, expected_bytes: int | None) -> None:
     """A cheap integrity check: the header is well formed and every tensor's bytes lie inside the file."""
-    from ofa_eval.safetensors_file import read_header
+    from ofa_eval.weights.safetensors_file import read_header
 
     read_header(path)
     size = path.stat().st_size

@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from ofa_eval.errors import OfaError
-from ofa_eval.parquet import require_columns
+from ofa_eval.common.errors import OfaError
+from ofa_eval.store.parquet import require_columns
 
 
 class _Frame:
