@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ofa_eval.commands.options import (FORMATS, draw_options, draws_from, format_option, pairs_from,
+from ofa_eval.commands.options import (FORMATS, draw_options, draws_from, format_option, pairs_from, pairs_named,
                                        resampling_options, selection_options)
 
 
@@ -64,7 +64,8 @@ def protocol(ctx, materialize, exact, ci_method, fmt, **params):
         materialize_here(db_path, tasks, models, pairs, options, max_runs)
     with connected(db_path, must_exist=True) as con, transaction(con):
         rows, notes = compute_protocol(con, pools_in_store(con, tasks, models), pairs, options, max_runs,
-                                       params["soup_k"], skip_incomplete=not (tasks and models), interval=interval)
+                                       params["soup_k"], skip_incomplete=not (tasks and models), interval=interval,
+                                       skip_missing_pairs=not pairs_named(params))
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(render_protocol(rows, fmt))

@@ -57,6 +57,11 @@ class Pool:
     def name(self) -> str:
         return f"{self.task}/{self.model}"
 
+    @property
+    def has_weights(self) -> bool:
+        """Whether any weight file is known, so that averaged models could be made."""
+        return any(self.weight_paths.values())
+
     def check_max_runs(self, max_runs: int) -> None:
         """Draws hold distinct configurations, so r cannot exceed their number."""
         if max_runs > len(self.configurations):
