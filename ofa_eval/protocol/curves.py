@@ -89,7 +89,7 @@ def pair_curves(con, pool: Pool, pairs, options: DrawOptions, max_runs: int):
     """
     common, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
     if skipped:
-        raise IncompletePool(skipped[0].error)
+        raise IncompletePool(skipped[0].error, str(skipped[0]).removeprefix("skipped "))
     return common, curves
 
 
@@ -148,7 +148,7 @@ def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOpti
         except IncompletePool as gap:
             if not skip_incomplete:
                 raise OfaError(str(gap)) from None
-            notes.append(f"skipped {gap}")
+            notes.append(f"skipped {gap.short}")
     if not rows and notes:
         raise OfaError(notes[0].removeprefix("skipped "))
     return rows, notes
@@ -159,7 +159,7 @@ def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, 
     max_runs = pool_max_runs(pool, max_runs)
     common, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
     if skipped and not (skip_missing_pairs and curves):
-        raise IncompletePool(skipped[0].error)
+        raise IncompletePool(skipped[0].error, skip_notes(skipped)[0].removeprefix("skipped "))
     bounds = interval_bounds(con, pool, curves, max_runs, interval) if interval else None
     pool_rows = protocol_rows(pool, curves, max_runs, bounds)
     if record:

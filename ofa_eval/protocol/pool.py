@@ -16,7 +16,12 @@ DEFAULT_MAX_RUNS = 10  # the paper's r = 1..10
 
 
 class IncompletePool(OfaError):
-    """A pool lacks what the protocol needs: recorded draws or averaged models."""
+    """A pool lacks what the protocol needs: recorded draws or averaged models. `short`: the same
+    in fewer words, for a note where the pool is skipped rather than an error."""
+
+    def __init__(self, message: str, short: str | None = None):
+        super().__init__(message)
+        self.short = short or message
 
 
 @dataclass(frozen=True)
