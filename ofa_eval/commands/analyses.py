@@ -167,8 +167,10 @@ def report(ctx, out, materialize, **params):
 
         materialize_here(db_path, params["tasks"], params["models"], pairs, options, params["max_runs"])
     with connected(db_path, read_only=True) as con:
-        md_path, html_path = write_report(con, pools_in_store(con, params["tasks"], params["models"]), pairs,
-                                          options, params["max_runs"], Path(out), resampling)
+        md_path, html_path, notes = write_report(
+            con, pools_in_store(con, params["tasks"], params["models"]), pairs, options, params["max_runs"], Path(out),
+            resampling, skip_missing=not pairs_named(params), skip_pools=not (params["tasks"] and params["models"]))
+    _echo_notes(notes)
     click.echo(f"wrote {md_path} and {html_path}")
 
 
