@@ -22,7 +22,6 @@ import numpy as np
 from ofa_eval import bootstrap
 from ofa_eval.analysis import GAIN_PAIRS, pool_language_gains
 from ofa_eval.correlation import pearson, spearman
-from ofa_eval.errors import OfaError
 from ofa_eval.formatting import render_protocol
 from ofa_eval.protocol import (DrawOptions, IncompletePool, Pool, ResamplingOptions, Skipped, available_curves,
                                get_strategy, load_pool, pool_max_runs, protocol_rows)
@@ -376,7 +375,7 @@ def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Pa
     """
     out.mkdir(parents=True, exist_ok=True)
     rng = resampling.rng()
-    sections, skipped = [], []
+    sections, skipped, errors = [], [], []
     for task, model in pools:
         pool = load_pool(con, task, model)
         try:
@@ -385,11 +384,12 @@ def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Pa
             if not skip_pools:
                 raise
             skipped.append(Skipped(pool.name, "", gap.short.removeprefix(f"{pool.name}: ")))
+            errors.append(gap)
             continue
         sections.append(text)
         skipped += left_out
     if not sections:
-        raise OfaError(skip_notes(skipped)[0].removeprefix("skipped "))
+        raise errors[0]
     intro = ["# ofa-eval report", "",
              "Mean over draws for r = 1..R runs (percent); bands are "
              f"{int(resampling.level * 100)}% percentile bootstrap intervals of the mean over draws "

@@ -6,7 +6,6 @@ import click
 
 from ofa_eval.commands.options import (draw_options, draws_from, format_option, pairs_from, pairs_named, parse_pair,
                                        pool_options, resampling_from, resampling_options, selection_options)
-from ofa_eval.errors import OfaError
 
 ANALYSES = ("tracking", "regret", "languages", "source_ranking")
 
@@ -44,7 +43,7 @@ def _pool_results(con, tasks, models, analyse) -> tuple[list, list[str]]:
     the analysis needs (recorded draws, averaged models) is skipped with a note."""
     from ofa_eval.protocol import IncompletePool, load_pool, pools_in_store
 
-    found, notes = [], []
+    found, notes, errors = [], [], []
     for task, model in pools_in_store(con, tasks, models):
         try:
             found.append((task, model, analyse(load_pool(con, task, model))))
@@ -52,8 +51,9 @@ def _pool_results(con, tasks, models, analyse) -> tuple[list, list[str]]:
             if tasks and models:
                 raise
             notes.append(f"skipped {gap.short}")
+            errors.append(gap)
     if not found:
-        raise OfaError(notes[0].removeprefix("skipped "))
+        raise errors[0]
     return found, notes
 
 

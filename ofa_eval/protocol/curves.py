@@ -137,7 +137,7 @@ def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOpti
     """
     if max_runs is not None and max_runs < 1:
         raise OfaError("--max-runs must be at least 1")
-    rows, notes = [], []
+    rows, notes, errors = [], [], []
     for task, model in pools:
         try:
             pool = load_pool(con, task, model)
@@ -149,8 +149,9 @@ def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOpti
             if not skip_incomplete:
                 raise OfaError(str(gap)) from None
             notes.append(f"skipped {gap.short}")
-    if not rows and notes:
-        raise OfaError(notes[0].removeprefix("skipped "))
+            errors.append(str(gap))
+    if not rows and errors:
+        raise OfaError(errors[0])
     return rows, notes
 
 
