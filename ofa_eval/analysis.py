@@ -240,7 +240,8 @@ def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int,
     tables = language_scores(con, pool)
     oracle_languages = per_language_at(pool, oracle_draws, *ORACLE, max_runs, tables).mean(axis=0)
     out = {"tracking": [], "regret": [], "languages": [], "source_ranking": source_ranking(pool, tables)}
-    notes = options.automatic_notes(con, pool) + skip_notes(skipped) + _source_ranking_notes(pool, out["source_ranking"])
+    notes = [*options.automatic_notes(con, pool), *skip_notes(skipped),
+             *_source_ranking_notes(pool, out["source_ranking"])]
     for (strategy, variant), (draws, curve) in curves.items():
         if (strategy, variant) == ORACLE:
             continue

@@ -345,8 +345,9 @@ def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, ou
         text += lines
     else:
         absent = listed([" ".join(pair) for pair in GAIN_PAIRS if pair not in curves])
-        skipped.append(Skipped(pool.name, "per-language gain", f"it compares {' with '.join(map(' '.join, GAIN_PAIRS))}, "
-                               f"and {absent} is not computed here"))
+        compared = " with ".join(" ".join(pair) for pair in GAIN_PAIRS)
+        skipped.append(Skipped(pool.name, "per-language gain", f"it compares {compared}, and {absent} is not "
+                               "computed here"))
     scatter = scatter_part(pool, facts, out / f"{stem}-source-vs-target", title)
     if scatter is not None:
         lines, figures["scatter"] = scatter

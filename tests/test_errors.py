@@ -102,9 +102,10 @@ def test_sql_refuses_every_statement_that_could_write(store, tmp_path, statement
     assert not (tmp_path / "other.duckdb").exists()
 
 
-@pytest.mark.parametrize("statement", ["COPY runs TO '{out}'", "COPY (SELECT 1 AS a) TO '{out}' (FORMAT parquet)",
-                                       "EXPLAIN ANALYZE COPY (SELECT 1 AS a) TO '{out}'", "EXPORT DATABASE '{tmp}/dump'",
-                                       "COPY (SELECT 1 AS a) TO '{db}'"])
+@pytest.mark.parametrize("statement", [
+    "COPY runs TO '{out}'", "COPY (SELECT 1 AS a) TO '{out}' (FORMAT parquet)",
+    "EXPLAIN ANALYZE COPY (SELECT 1 AS a) TO '{out}'", "EXPORT DATABASE '{tmp}/dump'",
+    "COPY (SELECT 1 AS a) TO '{db}'"])
 def test_sql_writes_no_files(store, tmp_path, statement):
     out = tmp_path / "export.csv"
     before = sha256_of(store.db)

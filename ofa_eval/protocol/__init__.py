@@ -26,8 +26,8 @@ from ofa_eval.protocol.strategies import (STRATEGIES, GreedyPath, MissingAverage
 __all__ = [
     "DEFAULT_MAX_RUNS", "RESAMPLING_LEVELS", "STRATEGIES", "AveragedMembers", "DrawOptions", "DrawSet", "GreedyPath",
     "IncompletePool", "MissingAverages", "Model", "PlotStyle", "Pool", "ResamplingOptions", "Skipped", "Strategy",
-    "available_curves", "compute_protocol", "curve_models", "describe_missing", "draw_scores", "exact_rows", "get_strategy",
-    "greedy_soup", "interval_bounds", "load_pool", "pair_curves", "pool_max_runs", "pools_in_store",
+    "available_curves", "compute_protocol", "curve_models", "describe_missing", "draw_scores", "exact_rows",
+    "get_strategy", "greedy_soup", "interval_bounds", "load_pool", "pair_curves", "pool_max_runs", "pools_in_store",
     "possible_draws", "protocol_rows", "record_analysis", "record_results", "recorded_draws", "register_strategy",
     "registered", "sample_draws", "selected_runs", "strategy_pairs", "summarize", "unregister_strategy",
 ]
