@@ -111,6 +111,8 @@ def describe_pool(pool: Pool, facts: PoolFacts, options: DrawOptions, n_draws: i
     """The "What this is" block: everything the numbers below depend on."""
     sources = ", ".join(s.size if len(facts.sources) == 1 else s.sized() for s in facts.sources) or "none"
     targets = ", ".join(t.sized() for t in facts.targets) or "none in the store"
+    if facts.targets and all(t.n_examples is None for t in facts.targets):  # released results: say it once
+        targets = f"{', '.join(t.name for t in facts.targets)} (sizes not recorded)"
     configurations = pool.configurations
     return ["### What this is", "",
             f"- Task {pool.task} (metric: {facts.metric}), model {pool.model}.",

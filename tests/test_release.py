@@ -156,3 +156,4 @@ def test_report_with_defaults_right_after_import(release_store, tmp_path):
     assert len(gains) == 25  # the release's 25 NLI target test sets (XNLI and IndicXNLI)
     assert "| xnli/vi | not recorded | -0.60 [" in markdown  # the one clear loss of averaging on XLM-R large
     assert (tmp_path / "report" / "nli-xlm-roberta-large-language-gain.svg").exists()
+    assert "masakhaner/amh, masakhaner/hau" in markdown and "masakhaner/amh (size not recorded)" not in markdown
