@@ -76,7 +76,7 @@ def available_curves(con, pool: Pool, pairs, options: DrawOptions, max_runs: int
         try:
             curves[(strategy, variant)] = (draws, draw_scores(pool, draws, strategy, variant, max_runs))
         except MissingAverages as gap:
-            skipped.append(Skipped(pool.name, f"{strategy} {variant}", missing_reason(pool, gap),
+            skipped.append(Skipped(pool.name, f"{strategy} {variant}", missing_reason(con, pool, gap),
                                    describe_missing([gap], hint=_missing_hint(pool))))
     return common, curves, skipped
 
@@ -202,12 +202,14 @@ def _missing_hint(pool: Pool) -> str:
             "recorded with them where there are any, or choose strategies that select runs)")
 
 
-def missing_reason(pool: Pool, gap: MissingAverages) -> str:
+def missing_reason(con, pool: Pool, gap: MissingAverages) -> str:
     """Why a pair cannot be computed, with what can be done about it: materialize where the weights
     are in the store; where they are not (released results), only other draws or strategies help."""
     n = len({(recipe, tuple(members)) for recipe, members in gap.member_sets})
     if pool.has_weights:
         return f"{n} averaged model(s) not made yet (make them with `ofa-eval materialize` or --materialize)"
-    return (f"{n} averaged model(s) have no scores, and the store has no weights of these runs to make them "
-            "(released results score the averages of their recorded draws only: --replay where the pool has "
-            "recorded draws, or choose strategies that select runs)")
+    recorded = con.execute("SELECT count(*) FROM draw_table WHERE task=? AND model=?", [pool.task, pool.model])
+    instead = ("released results score the averages of their recorded draws only: --replay them"
+               if recorded.fetchone()[0] else
+               "and no draws of this pool were recorded with the release: only strategies that select runs work")
+    return f"{n} averaged model(s) have no scores, and the store has no weights of these runs to make them ({instead})"
