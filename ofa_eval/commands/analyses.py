@@ -151,8 +151,11 @@ def report(ctx, out, materialize, **params):
 
     Per task and model: what was evaluated (source and target languages with their set sizes,
     configurations, seeds, draws), the protocol table, score against r with confidence bands
-    for every strategy, the per-language gain of accumulative CA averaging over Max SRC-DEV,
-    and source-language validation against mean target test score across runs.
+    for every strategy, the per-language gain of accumulative CA averaging over Max SRC-DEV
+    (a table and a figure with bootstrap intervals), and source-language validation against
+    mean target test score across runs. With the default strategies and pools, what cannot be
+    computed (averaged models that are missing, pools without recorded draws to replay) is
+    left out and listed in the report's Skipped section and on stderr.
     """
     from pathlib import Path
 

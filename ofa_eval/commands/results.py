@@ -36,7 +36,10 @@ def protocol(ctx, materialize, exact, ci_method, fmt, **params):
     Draws: --draws N --seed S samples N fresh draws (R distinct learning-rate/batch-size
     configurations in random order, one seed each); --replay uses the draws recorded in the
     store; --exact gives the selection strategies' expectation and std over every possible
-    draw in closed form. Results are written to the store's protocol_results view.
+    draw in closed form. With none of these, a pool whose runs' weights the store lacks
+    (released results) replays its recorded draws and any other gets 10 fresh draws; with
+    the default strategies, a pair whose averaged models are missing is skipped with a note.
+    Results are written to the store's protocol_results view.
 
     Intervals: --ci 95 adds a bootstrap interval of each mean. By default it resamples the
     draws (run-to-run variation only); --resample draws+examples also resamples the target
