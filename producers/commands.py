@@ -216,7 +216,8 @@ def build_model(texts, out, vocab_size, layers, hidden, heads, pretrain_steps, s
     TEXTS are files of unlabeled text in every language the model should know: plain text
     (one sentence or paragraph per line; .txt and any other extension), JSON Lines (.jsonl,
     .json: the fields text, premise, hypothesis, question, context and tokens) or CoNLL
-    (.conll, .iob, .bio: one text per sentence). A BPE tokenizer is trained on them, a model
+    (.conll, .iob, .bio, and a .txt whose every line is a token and an NER tag, as
+    MasakhaNER's: one text per sentence). A BPE tokenizer is trained on them, a model
     is initialised from --seed and pretrained on them by masked language modelling, and both
     are saved to --out, which a grid names as model_name_or_path (docs/producers.md). The
     same texts and settings again reuse the folder; other ones are refused unless --rebuild.

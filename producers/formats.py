@@ -19,7 +19,7 @@ from pathlib import Path
 from ofa_eval.common.errors import OfaError
 
 JSONL_SUFFIXES = (".jsonl", ".json")
-CONLL_SUFFIXES = (".conll", ".iob", ".bio", ".iob2")  # `.txt` is CoNLL in data folders, plain text for build-model
+CONLL_SUFFIXES = (".conll", ".iob", ".bio", ".iob2")  # `.txt` is CoNLL in data folders; build-model: looks_like_conll
 _DOCUMENT_START = "-DOCSTART-"
 _NER_TAG = re.compile(r"O|[BIES]-\S+")
 
@@ -45,6 +45,20 @@ def read_conll(path) -> list[tuple[list[str], list[str]]]:
     if tokens:
         sentences.append((tokens, tags))
     return sentences
+
+
+def looks_like_conll(path) -> bool:
+    """Whether a text file has the CoNLL shape: every non-blank line (``-DOCSTART-`` lines aside)
+    has at least two whitespace-separated columns, the last an NER tag, and there is one such line."""
+    found = False
+    for _, line in numbered_lines(path):
+        columns = line.split()
+        if not columns or columns[0] == _DOCUMENT_START:
+            continue
+        if len(columns) < 2 or not _NER_TAG.fullmatch(columns[-1]):
+            return False
+        found = True
+    return found
 
 
 def _conll_tag(columns: list[str], path, line_number: int) -> str:

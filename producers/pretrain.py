@@ -14,7 +14,8 @@ warm-up then decay, gradient clipping). The batch order and the masking follow f
 
 `read_texts(path)` reads one file of unlabeled text: plain text (one text per non-blank line),
 JSON Lines (`.jsonl`/`.json`: the text fields of each record) or CoNLL (`.conll`, `.iob`,
-`.bio`, `.iob2`: one text per sentence).
+`.bio`, `.iob2`, and any other file whose every line is a token and an NER tag, as MasakhaNER's
+`.txt` files are: one text per sentence, its tokens joined by spaces).
 """
 
 from __future__ import annotations
@@ -79,13 +80,14 @@ def record_texts(record: dict) -> list[str]:
 
 def read_texts(path) -> list[str]:
     """The texts of one file, by its extension (see the module docstring)."""
-    from producers.formats import CONLL_SUFFIXES, JSONL_SUFFIXES, numbered_lines, read_conll, read_jsonl
+    from producers.formats import (CONLL_SUFFIXES, JSONL_SUFFIXES, looks_like_conll, numbered_lines, read_conll,
+                                   read_jsonl)
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
         texts = [text for record in read_jsonl(path) for text in record_texts(record)]
-    elif suffix in CONLL_SUFFIXES:
+    elif suffix in CONLL_SUFFIXES or looks_like_conll(path):
         texts = [" ".join(tokens) for tokens, _ in read_conll(path)]
     else:
         texts = [line.strip() for _, line in numbered_lines(path) if line.strip()]

@@ -7,6 +7,7 @@ after pretraining than at the random initialisation it starts from.
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -150,6 +151,54 @@ def test_jsonl_and_conll_files_give_their_texts(tmp_path):
     assert read_texts(jsonl) == ["a cat", "an animal", "x y"]
     assert read_texts(conll) == ["anna sings", "lima"]
     assert read_texts(plain) == ["first line", "second line"]
+
+
+MASAKHANER2 = Path(__file__).resolve().parents[2] / "shared" / "masakhaner2-sample"
+
+
+def masakhaner_file(language, split):
+    path = MASAKHANER2 / language / f"{split}.txt"
+    if not path.is_file():
+        pytest.skip(f"the MasakhaNER 2.0 sample is not at {MASAKHANER2} (it lives in ../shared)")
+    return path
+
+
+def sentences_by_hand(path):
+    """The README's old awk workaround, in Python: first column of each line, a sentence per blank line."""
+    sentences, tokens = [], []
+    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+        if line.strip():
+            tokens.append(line.split()[0])
+        elif tokens:
+            sentences.append(" ".join(tokens))
+            tokens = []
+    return sentences
+
+
+@pytest.mark.parametrize(("language", "split"), [("yor", "dev"), ("pcm", "train")])
+def test_masakhaner_txt_files_are_read_as_sentences(language, split):
+    from producers.pretrain import read_texts
+
+    path = masakhaner_file(language, split)
+    texts = read_texts(path)
+    assert texts == sentences_by_hand(path)
+    assert len(texts) > 500 and not any(" O " in f" {text} " for text in texts[:50])  # no tags among the words
+
+
+def test_build_model_takes_masakhaner_txt_and_plain_txt_together(tmp_path):
+    conll = masakhaner_file("hau", "dev")
+    plain = write_lines(tmp_path / "plain.txt", ["Di man go market", "", "Ina son ka"])
+    result = build(conll, plain, "--out", tmp_path / "model", "--pretrain-steps", 0, *TINY)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "model" / "build.json").read_text())
+    assert record["texts"] == len(sentences_by_hand(conll)) + 2
+
+
+def test_a_plain_txt_with_tag_like_words_on_some_lines_stays_plain(tmp_path):
+    from producers.pretrain import read_texts
+
+    plain = write_lines(tmp_path / "notes.txt", ["the answer is O", "no tag here", "see B-PER"])
+    assert read_texts(plain) == ["the answer is O", "no tag here", "see B-PER"]
 
 
 @pytest.mark.parametrize(("content", "problem"), [(None, "no such file"), ("\n \n", "no text in it")])

@@ -1,9 +1,12 @@
 """Bad input: a one-line error, exit code 2, and nothing in the store changes."""
 
+import hashlib
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import polars as pl
 import pytest
 
 from synthetic_release import write_release
@@ -35,7 +38,7 @@ def assert_one_line_error(result, fragment):
     (["--strategy", "best"], "unknown strategy 'best'"),
     (["--variant", "first"], "unknown variant 'first'"),
     (["--strategy", "max-trg-dev", "--variant", "last"], "no strategy among max-trg-dev takes variant(s) last"),
-    (["--strategy", "max-src-dev", "-R", "7"], "--max-runs 7 exceeds the 6 distinct"),
+    (["--strategy", "max-src-dev", "--draws", "10", "-R", "7"], "--max-runs 7 exceeds the 6 distinct"),
     (["--strategy", "max-src-dev", "--replay", "-R", "5"], "--max-runs 5 exceeds recorded draw"),
     (["--strategy", "max-src-dev", "--replay", "--exclude-draw", "9"], "no recorded draw '9'"),
     (["--strategy", "max-src-dev", "--exclude-draw", "1"], "add --replay"),
@@ -78,6 +81,51 @@ def test_sql_is_read_only(store):
     assert_one_line_error(store("sql", "CREATE TABLE x (a INT)"), "read-only")
     assert counts(store) == before
     assert store("sql", "SELECT count(*) AS n FROM runs", "--format", "csv").stdout.strip() == "n\n36"
+
+
+def sha256_of(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO run_table (run_id) VALUES (999)", "UPDATE run_table SET seed = 1", "CREATE TABLE x (a INT)",
+    "CREATE TEMP TABLE x AS SELECT 1", "DROP VIEW runs", "ATTACH '{tmp}/other.duckdb' AS other",
+    "ATTACH '{db}' AS again", "COPY run_table FROM '{tmp}/runs.csv'", "CHECKPOINT", "PRAGMA force_checkpoint",
+    "SET threads = 1", "PRAGMA enable_checkpoint_on_shutdown", "VACUUM", "SELECT 1; DELETE FROM run_table",
+    "INSTALL httpfs"])
+def test_sql_refuses_every_statement_that_could_write(store, tmp_path, statement):
+    (tmp_path / "runs.csv").write_text("run_id\n999\n")
+    before = sha256_of(store.db)
+    result = store("sql", statement.format(tmp=tmp_path, db=store.db))
+    assert_one_line_error(result, "sql is read-only")
+    assert sha256_of(store.db) == before
+    assert not (tmp_path / "other.duckdb").exists()
+
+
+@pytest.mark.parametrize("statement", [
+    "COPY runs TO '{out}'", "COPY (SELECT 1 AS a) TO '{out}' (FORMAT parquet)",
+    "EXPLAIN ANALYZE COPY (SELECT 1 AS a) TO '{out}'", "EXPORT DATABASE '{tmp}/dump'",
+    "COPY (SELECT 1 AS a) TO '{db}'"])
+def test_sql_writes_no_files(store, tmp_path, statement):
+    out = tmp_path / "export.csv"
+    before = sha256_of(store.db)
+    result = store("sql", statement.format(out=out, tmp=tmp_path, db=store.db))
+    assert_one_line_error(result, "writes no files: ")
+    assert "redirect" in result.stderr
+    assert sha256_of(store.db) == before and not out.exists() and not (tmp_path / "dump").exists()
+
+
+def test_sql_reads_local_files_and_leaves_the_store_as_it_was(store, tmp_path):
+    (tmp_path / "extra.csv").write_text("run,note\n1,kept\n2,seen\n")
+    pl.DataFrame({"x": [1.5, 2.5]}).write_parquet(tmp_path / "extra.parquet")
+    before = sha256_of(store.db)
+    csv_rows = store("sql", f"SELECT note FROM read_csv('{tmp_path}/extra.csv') ORDER BY run", "--format", "csv")
+    parquet_sum = store("sql", f"SELECT sum(x) AS s FROM read_parquet('{tmp_path}/extra.parquet')", "--format", "csv")
+    explained = store("sql", "EXPLAIN SELECT count(*) FROM runs")
+    assert csv_rows.stdout.split() == ["note", "kept", "seen"]
+    assert parquet_sum.stdout.split() == ["s", "4.0"]
+    assert explained.exit_code == 0 and "physical_plan" in explained.stdout
+    assert sha256_of(store.db) == before
 
 
 def test_locked_store(store):

@@ -1,6 +1,7 @@
 """The paper's released results: Tables 1 and 2 reproduce, every model works, the grid is right."""
 
 import csv
+import json
 import io
 
 import polars as pl
@@ -97,3 +98,62 @@ def test_exact_selection_agrees_with_100000_sampled_draws(release_store):
             standard_error = sampled.std() / np.sqrt(len(sampled))
             assert abs(sampled.mean() - row["mean"]) < 4 * standard_error + 1e-9, row
             assert abs(sampled.std() - row["std"]) < 0.02 * row["std"] + 1e-9, row
+
+
+POOLS_WITHOUT_DRAWS = ("ner/xlm-roberta-base", "ner/xlm-v-base")  # the release recorded no draws for them
+
+
+def test_defaults_replay_the_recorded_draws_and_skip_what_cannot_be_computed(release_store):
+    """Right after `import ofa-xlt`, `protocol` with no options gives every pool: pools with recorded
+    draws replay them (the same numbers as --replay), the two without skip the averaging strategies."""
+    result = run(release_store, "protocol", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    replayed = {(r["task"], r["model"], r["strategy"], r["variant"], r["runs"]): r["mean"] for r in csv.DictReader(
+        io.StringIO(run(release_store, "protocol", "--replay", "--format", "csv").stdout))}
+    for row in rows:
+        key = (row["task"], row["model"], row["strategy"], row["variant"], row["runs"])
+        if f"{row['task']}/{row['model']}" not in POOLS_WITHOUT_DRAWS:
+            assert row["mean"] == replayed[key], key
+    strategies = {f"{r['task']}/{r['model']}": set() for r in rows}
+    for row in rows:
+        strategies[f"{row['task']}/{row['model']}"].add(row["strategy"])
+    assert len(strategies) == 7
+    for pool, found in strategies.items():
+        averaging = {"accumulative", "soup"}
+        assert (found & averaging == set()) == (pool in POOLS_WITHOUT_DRAWS), pool
+    for pool in POOLS_WITHOUT_DRAWS:
+        assert f"note: skipped {pool}: accumulative last, accumulative src-dev, accumulative ca and soup top5: " \
+               "99 averaged model(s) have no scores, and the store has no weights" in result.stderr
+    assert "materialize" not in result.stderr
+
+
+def test_compare_with_defaults_compares_averaging_with_selection_where_it_can(release_store):
+    result = run(release_store, "compare", "--format", "json", "--bootstrap", 200)
+    assert result.exit_code == 0, result.output
+    by_r = json.loads(result.stdout)["by_r"]
+    assert {(row["a"], row["b"]) for row in by_r} == {("accumulative ca", "max-src-dev src-dev")}
+    assert len({(row["task"], row["model"]) for row in by_r}) == 5
+    for pool in POOLS_WITHOUT_DRAWS:
+        assert f"note: skipped {pool}: accumulative ca: 99 averaged model(s) have no scores" in result.stderr
+    named = run(release_store, "compare", "--task", "ner", "--model", "xlm-v-base")
+    assert named.exit_code == 2 and "no weights of these runs to make them" in named.stderr
+    assert "ofa-eval materialize" not in named.stderr
+
+
+def test_report_with_defaults_right_after_import(release_store, tmp_path):
+    result = run(release_store, "report", tmp_path / "report", "--bootstrap", 200)
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    skipped = markdown[markdown.index("## Skipped"):markdown.index("## ner / xlm-roberta-base")]
+    for pool in POOLS_WITHOUT_DRAWS:
+        assert f"- {pool}: accumulative last, accumulative src-dev, accumulative ca and soup top5: " in skipped
+        assert f"- {pool}: per-language gain: " in skipped
+        assert f"note: skipped {pool}: per-language gain" in result.stderr
+    assert len([line for line in markdown.splitlines() if line.startswith("## ")]) == 1 + 7  # Skipped, every pool
+    section = markdown[markdown.index("## nli / xlm-roberta-large"):markdown.index("## nli / xlm-v-base")]
+    gains = [line for line in section.splitlines() if line.startswith(("| xnli/", "| indicxnli/"))]
+    assert len(gains) == 25  # the release's 25 NLI target test sets (XNLI and IndicXNLI)
+    assert "| xnli/vi | not recorded | -0.60 [" in markdown  # the one clear loss of averaging on XLM-R large
+    assert (tmp_path / "report" / "nli-xlm-roberta-large-language-gain.svg").exists()
+    assert "masakhaner/amh, masakhaner/hau" in markdown and "masakhaner/amh (size not recorded)" not in markdown

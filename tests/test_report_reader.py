@@ -145,6 +145,17 @@ def test_report_materialize_makes_the_averages_it_needs(pidgin_store, tmp_path):
     assert selected == averaged
 
 
+def test_report_defaults_skip_averages_not_made_yet_and_say_how_to_make_them(pidgin_store, tmp_path):
+    result = pidgin_store("report", tmp_path / "report", "-R", 2, "--draws", 3, "--bootstrap", 100)
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    reason = "averaged model(s) not made yet (make them with `ofa-eval materialize` or --materialize)"
+    skipped = markdown[markdown.index("## Skipped"):markdown.index("## nli / synthetic-model")]
+    assert "- nli/synthetic-model: accumulative last, accumulative src-dev, accumulative ca and soup top5: " in skipped
+    assert reason in skipped and reason in result.stderr
+    assert "| 2 |" in markdown and "max-trg-dev trg-dev" in markdown  # the selection strategies are still there
+
+
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:

@@ -50,10 +50,11 @@ def pool_options(function):
 def draw_options(function):
     """How draws are made, and how far r goes."""
     return _apply([
-        click.option("--draws", "n_draws", type=int, default=10, show_default=True,
-                     help="Number of fresh random draws (ignored with --replay)."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Seed of the fresh draws."),
+        click.option("--draws", "n_draws", type=int, default=None,
+                     help="Number of fresh random draws (default 10; ignored with --replay). Without --draws, "
+                          "--seed and --replay, a pool whose weights the store lacks (released results) replays "
+                          "its recorded draws and every other pool gets 10 fresh draws with seed 0."),
+        click.option("--seed", type=click.IntRange(min=0), default=None, help="Seed of the fresh draws (default 0)."),
         click.option("--replay", is_flag=True, help="Use the draws recorded in the store instead of sampling."),
         click.option("--exclude-draw", "exclude", multiple=True,
                      help="Leave a recorded draw out (repeatable); the paper left out draw 1."),
@@ -107,11 +108,18 @@ def parse_pair(text: str, soup_k: int) -> tuple[str, str]:
 
 
 def draws_from(params: dict):
-    """The `DrawOptions` of --draws/--seed/--replay/--exclude-draw."""
+    """The `DrawOptions` of --draws/--seed/--replay/--exclude-draw; automatic where none is given."""
     from ofa_eval.protocol import DrawOptions
 
-    return DrawOptions(replay=params["replay"], exclude=tuple(params["exclude"]), n_draws=params["n_draws"],
-                       seed=params["seed"])
+    given = params["replay"] or params["exclude"] or params["n_draws"] is not None or params["seed"] is not None
+    return DrawOptions(replay=params["replay"], exclude=tuple(params["exclude"]),
+                       n_draws=10 if params["n_draws"] is None else params["n_draws"],
+                       seed=0 if params["seed"] is None else params["seed"], automatic=not given)
+
+
+def pairs_named(params: dict) -> bool:
+    """Whether --strategy, --variant or --all chose the pairs (else what cannot be computed is skipped)."""
+    return bool(params.get("all_pairs") or params.get("strategies") or params.get("variants"))
 
 
 def resampling_from(params: dict, method: str = "percentile"):

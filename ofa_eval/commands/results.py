@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ofa_eval.commands.options import (FORMATS, draw_options, draws_from, format_option, pairs_from,
+from ofa_eval.commands.options import (FORMATS, draw_options, draws_from, format_option, pairs_from, pairs_named,
                                        resampling_options, selection_options)
 
 
@@ -36,7 +36,10 @@ def protocol(ctx, materialize, exact, ci_method, fmt, **params):
     Draws: --draws N --seed S samples N fresh draws (R distinct learning-rate/batch-size
     configurations in random order, one seed each); --replay uses the draws recorded in the
     store; --exact gives the selection strategies' expectation and std over every possible
-    draw in closed form. Results are written to the store's protocol_results view.
+    draw in closed form. With none of these, a pool whose runs' weights the store lacks
+    (released results) replays its recorded draws and any other gets 10 fresh draws; with
+    the default strategies, a pair whose averaged models are missing is skipped with a note.
+    Results are written to the store's protocol_results view.
 
     Intervals: --ci 95 adds a bootstrap interval of each mean. By default it resamples the
     draws (run-to-run variation only); --resample draws+examples also resamples the target
@@ -64,7 +67,8 @@ def protocol(ctx, materialize, exact, ci_method, fmt, **params):
         materialize_here(db_path, tasks, models, pairs, options, max_runs)
     with connected(db_path, must_exist=True) as con, transaction(con):
         rows, notes = compute_protocol(con, pools_in_store(con, tasks, models), pairs, options, max_runs,
-                                       params["soup_k"], skip_incomplete=not (tasks and models), interval=interval)
+                                       params["soup_k"], skip_incomplete=not (tasks and models), interval=interval,
+                                       skip_missing_pairs=not pairs_named(params))
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(render_protocol(rows, fmt))

@@ -73,26 +73,19 @@ def sql(ctx, query, fmt):
 
     Public views: runs, snapshots, eval_sets, scores, selection_scores, averaged_models,
     draws, protocol_results, run_variants, average_scores (see docs/store.md). The store is
-    opened read-only: a statement that would write fails and changes nothing.
+    opened read-only, and only statements that read run: SELECT (DESCRIBE, SHOW, SUMMARIZE,
+    and read_csv / read_parquet of local files included), PIVOT and EXPLAIN. Anything else
+    (INSERT, CREATE, ATTACH, SET, PRAGMA, COPY ... TO, ...) is refused before it runs: sql
+    writes only to standard output; export with --format csv or json and a redirect.
     """
-    import duckdb
-
-    from ofa_eval.common.errors import OfaError
     from ofa_eval.results.formatting import render_rows
+    from ofa_eval.store.read_only_sql import run_query
     from ofa_eval.store.database import connected
 
-    if not query.strip():
-        raise OfaError("the query is empty")
     with connected(ctx.obj["db_path"], read_only=True) as con:
-        try:
-            cursor = con.execute(query)
-        except duckdb.Error as error:
-            raise OfaError(f"query failed: {str(error).splitlines()[0]}") from None
-        if cursor.description is None:
-            return
-        columns = [d[0] for d in cursor.description]
-        rows = [dict(zip(columns, values)) for values in cursor.fetchall()]
-    click.echo(render_rows(rows, columns, fmt))
+        result = run_query(con, query)
+    if result is not None:
+        click.echo(render_rows(result[1], result[0], fmt))
 
 
 COMMANDS = [import_group, ingest, sql]

@@ -12,8 +12,8 @@ The names below are the package's public interface.
 """
 
 from ofa_eval.protocol.closed_form import exact_rows
-from ofa_eval.protocol.curves import (compute_protocol, describe_missing, draw_scores, pair_curves, protocol_rows,
-                                      summarize)
+from ofa_eval.protocol.curves import (Skipped, available_curves, compute_protocol, describe_missing, draw_scores,
+                                      pair_curves, protocol_rows, summarize)
 from ofa_eval.protocol.draws import DrawOptions, DrawSet, possible_draws, recorded_draws, sample_draws
 from ofa_eval.protocol.pool import (DEFAULT_MAX_RUNS, AveragedMembers, IncompletePool, Pool, load_pool,
                                     pool_max_runs, pools_in_store)
@@ -25,9 +25,9 @@ from ofa_eval.protocol.strategies import (STRATEGIES, GreedyPath, MissingAverage
 
 __all__ = [
     "DEFAULT_MAX_RUNS", "RESAMPLING_LEVELS", "STRATEGIES", "AveragedMembers", "DrawOptions", "DrawSet", "GreedyPath",
-    "IncompletePool", "MissingAverages", "Model", "PlotStyle", "Pool", "ResamplingOptions", "Strategy",
-    "compute_protocol", "curve_models", "describe_missing", "draw_scores", "exact_rows", "get_strategy",
-    "greedy_soup", "interval_bounds", "load_pool", "pair_curves", "pool_max_runs", "pools_in_store",
+    "IncompletePool", "MissingAverages", "Model", "PlotStyle", "Pool", "ResamplingOptions", "Skipped", "Strategy",
+    "available_curves", "compute_protocol", "curve_models", "describe_missing", "draw_scores", "exact_rows",
+    "get_strategy", "greedy_soup", "interval_bounds", "load_pool", "pair_curves", "pool_max_runs", "pools_in_store",
     "possible_draws", "protocol_rows", "record_analysis", "record_results", "recorded_draws", "register_strategy",
     "registered", "sample_draws", "selected_runs", "strategy_pairs", "summarize", "unregister_strategy",
 ]

@@ -7,7 +7,7 @@ the store (the release's own draws).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,21 +26,48 @@ class DrawSet:
 
 @dataclass(frozen=True)
 class DrawOptions:
-    """How draws are made: replayed from the store, or sampled with a seed."""
+    """How draws are made: replayed from the store, or sampled with a seed.
+
+    `automatic` (what the commands do when no draw option is given) decides per pool: a pool
+    whose weights the store does not hold (released results) but that has recorded draws
+    replays them, since fresh draws would need averaged models nobody can make; any other
+    pool gets `n_draws` fresh draws with `seed`.
+    """
 
     replay: bool = False
     exclude: tuple[str, ...] = ()
     n_draws: int = 10
     seed: int = 0
+    automatic: bool = False
 
     def describe(self) -> str:
+        if self.automatic:
+            return (f"recorded draws for pools without weights (released results), "
+                    f"{self.n_draws} fresh draws with seed {self.seed} for the others")
         if self.replay:
             left_out = f", leaving out {', '.join(self.exclude)}" if self.exclude else ""
             return f"recorded draws{left_out}"
         return f"{self.n_draws} fresh draws with seed {self.seed}"
 
+    def for_pool(self, con, pool: Pool) -> DrawOptions:
+        """The options this pool's draws are made with: automatic ones resolved (see the class)."""
+        if not self.automatic:
+            return self
+        recorded = con.execute("SELECT count(*) FROM draw_table WHERE task=? AND model=?",
+                               [pool.task, pool.model]).fetchone()[0]
+        return replace(self, automatic=False, replay=bool(recorded) and not pool.has_weights)
+
+    def automatic_notes(self, con, pool: Pool) -> list[str]:
+        """A note where automatic draws replay a pool's recorded draws."""
+        if not (self.automatic and self.for_pool(con, pool).replay):
+            return []
+        return [f"{pool.name}: replayed its recorded draws (the store has no weights of its runs to average fresh "
+                "draws; --draws N --seed S samples fresh ones anyway)"]
+
     def draws_for(self, con, pool: Pool, max_runs: int, recipe: str | None = None) -> DrawSet:
         """The pool's draws; a replayed averaging recipe uses its own recorded order where it has one."""
+        if self.automatic:
+            return self.for_pool(con, pool).draws_for(con, pool, max_runs, recipe)
         if self.replay:
             return recorded_draws(con, pool, max_runs, self.exclude, recipe)
         if self.exclude:

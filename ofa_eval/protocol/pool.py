@@ -16,7 +16,12 @@ DEFAULT_MAX_RUNS = 10  # the paper's r = 1..10
 
 
 class IncompletePool(OfaError):
-    """A pool lacks what the protocol needs: recorded draws or averaged models."""
+    """A pool lacks what the protocol needs: recorded draws or averaged models. `short`: the same
+    in fewer words, for a note where the pool is skipped rather than an error."""
+
+    def __init__(self, message: str, short: str | None = None):
+        super().__init__(message)
+        self.short = short or message
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,11 @@ class Pool:
     @property
     def name(self) -> str:
         return f"{self.task}/{self.model}"
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether any weight file is known, so that averaged models could be made."""
+        return any(self.weight_paths.values())
 
     def check_max_runs(self, max_runs: int) -> None:
         """Draws hold distinct configurations, so r cannot exceed their number."""

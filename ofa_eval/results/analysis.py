@@ -21,11 +21,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from ofa_eval.statistics import bootstrap
 from ofa_eval.statistics.correlation import COEFFICIENTS, is_constant
 from ofa_eval.statistics.draw_diversity import describe_repeats, draw_groups, paired_groups
-from ofa_eval.protocol import DrawOptions, Pool, ResamplingOptions, curve_models, pair_curves, pool_max_runs
+from ofa_eval.common.errors import OfaError
+from ofa_eval.protocol import (DrawOptions, Pool, ResamplingOptions, available_curves, curve_models, load_pool,
+                               pair_curves, pool_max_runs)
+from ofa_eval.protocol.curves import skip_notes
 
 ORACLE = ("max-trg-dev", "trg-dev")
 
@@ -220,17 +224,24 @@ def _language_rows(head: dict, subject: str, strategy_means, oracle_means, disti
 
 
 def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int,
-                   resampling: ResamplingOptions) -> PoolAnalysis:
-    """Every analysis for one pool: lists of rows keyed by analysis name, and notes."""
+                   resampling: ResamplingOptions, skip_missing: bool = False) -> PoolAnalysis:
+    """Every analysis for one pool: lists of rows keyed by analysis name, and notes.
+
+    `skip_missing`: pairs whose averaged models the store lacks are left out with a note
+    (otherwise they are an error)."""
     rng, n_resamples, level = resampling.rng(), resampling.n_resamples, resampling.level
     max_runs = pool_max_runs(pool, max_runs)
     pairs = list(dict.fromkeys(list(pairs) + [ORACLE]))
-    _, curves = pair_curves(con, pool, pairs, options, max_runs)
+    if skip_missing:
+        _, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
+    else:
+        (_, curves), skipped = pair_curves(con, pool, pairs, options, max_runs), []
     oracle_draws, oracle = curves[ORACLE]
     tables = language_scores(con, pool)
     oracle_languages = per_language_at(pool, oracle_draws, *ORACLE, max_runs, tables).mean(axis=0)
     out = {"tracking": [], "regret": [], "languages": [], "source_ranking": source_ranking(pool, tables)}
-    notes = _source_ranking_notes(pool, out["source_ranking"])
+    notes = [*options.automatic_notes(con, pool), *skip_notes(skipped),
+             *_source_ranking_notes(pool, out["source_ranking"])]
     for (strategy, variant), (draws, curve) in curves.items():
         if (strategy, variant) == ORACLE:
             continue
@@ -353,7 +364,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
         notes = repeat_notes(subject, groups_by_r, "the intervals and tests", "the interval is a point and p = 1")
     else:  # joint_cells resamples draws one by one
         notes = repeat_notes(subject, groups_by_r, "the tests (not the joint draws x examples intervals)", "p = 1")
-    return PoolAnalysis({"by_r": by_r, "by_language": by_language}, notes)
+    return PoolAnalysis({"by_r": by_r, "by_language": by_language}, options.automatic_notes(con, pool) + notes)
 
 
 def _language_tests(con, pool: Pool, side_a, side_b, groups, base: dict, rng, n_resamples: int, correction: str,
@@ -369,3 +380,111 @@ def _language_tests(con, pool: Pool, side_a, side_b, groups, base: dict, rng, n_
     return [{**base, "runs": max_runs, "distinct_draws": n_groups(groups), "language": lang,
              "difference": float(per_language[:, i].mean()), "p_value": float(p), f"p_{correction}": float(q)}
             for lang, i, p, q in zip(languages, np.flatnonzero(keep), p_values, adjusted)]
+
+
+# --- per-language gains -----------------------------------------------------------------------------
+
+GAIN_PAIRS = (("accumulative", "ca"), ("max-src-dev", "src-dev"))  # A over B, as the paper reports it
+
+_TARGET_SETS_SQL = """
+SELECT dataset || '/' || language, n_examples FROM eval_set_table
+WHERE task = ? AND role = 'target' AND split = 'test'
+"""
+
+
+def language_gains(con, task: str, model: str, a=GAIN_PAIRS[0], b=GAIN_PAIRS[1], r: int | None = None,
+                   draws: DrawOptions | None = None, resampling: ResamplingOptions | None = None,
+                   examples: bool | None = None, max_runs: int | None = None) -> pl.DataFrame:
+    """The gain of pair A over pair B (default: accumulative CA over Max SRC-DEV with SRC-DEV) in each
+    target language at r runs (default: the largest r), with a paired bootstrap interval.
+
+    `draws`: default automatic (recorded draws where the pool has no weights, else 10 fresh ones);
+    `max_runs` makes the draws as `protocol -R` does (default: 10 or the configurations). The interval
+    resamples distinct draws; `examples` also resamples each language's test examples (True: required,
+    False: never, None: where the store has per-example statistics for every model compared). One row
+    per language: see `pool_language_gains`.
+    """
+    pool = load_pool(con, task, model)
+    max_runs = pool_max_runs(pool, max_runs)
+    r = max_runs if r is None else r
+    if not 1 <= r <= max_runs:
+        raise OfaError(f"{pool.name}: r = {r} is outside 1..{max_runs} (the draws' runs; raise max_runs)")
+    _, curves = pair_curves(con, pool, [a, b], draws or DrawOptions(automatic=True), max_runs)
+    return pool_language_gains(con, pool, (curves[a][0], a), (curves[b][0], b), r,
+                               resampling or ResamplingOptions(n_resamples=2000), examples)
+
+
+def pool_language_gains(con, pool: Pool, side_a, side_b, r: int, resampling: ResamplingOptions,
+                        examples: bool | None = None) -> pl.DataFrame:
+    """Per target language at r: A's and B's mean score over draws, the gain A - B with its percentile
+    bootstrap interval (distinct draws resampled, `grouped_bootstrap_means`; with examples, one resample
+    of each language's test examples shared by A and B first), and p_better, the share of draws in which
+    A scores higher in that language (ties count half). `side_a`, `side_b`: (draws, (strategy, variant))."""
+    (draws_a, a), (draws_b, b) = side_a, side_b
+    tables = language_scores(con, pool)
+    score_a, score_b = (per_language_at(pool, d, *pair, r, tables) for d, pair in (side_a, side_b))
+    keep = ~np.isnan(score_a - score_b).any(axis=0)
+    languages = [lang for lang, k in zip(tables[2], keep) if k]
+    difference = (score_a - score_b)[:, keep]
+    groups = paired_groups(draw_groups(draws_a.runs, r), draw_groups(draws_b.runs, r))
+    rng = resampling.rng()
+    stats = _example_stats(con, pool, [_cells_at(pool, d, pair, r) for d, pair in (side_a, side_b)], examples,
+                           resampling.resample == "draws+examples")
+    if stats is None:
+        boot = grouped_bootstrap_means(difference, groups, rng, resampling.n_resamples)
+    else:
+        boot = _joint_language_gains(pool, stats, languages, groups, rng, resampling.n_resamples)
+    sizes = dict(con.execute(_TARGET_SETS_SQL, [pool.task]).fetchall())
+    rows = []
+    for i, name in enumerate(languages):
+        gain = percentile_interval(float(difference[:, i].mean()), boot[:, i], resampling.level)
+        dataset, language = name.split("/", 1)
+        rows.append({"task": pool.task, "model": pool.model, "a": " ".join(a), "b": " ".join(b), "runs": r,
+                     "dataset": dataset, "language": language, "n_examples": sizes.get(name),
+                     "a_score": float(score_a[:, keep][:, i].mean()), "b_score": float(score_b[:, keep][:, i].mean()),
+                     "gain": gain.value, "ci_low": gain.low, "ci_high": gain.high,
+                     "p_better": float(_wins(difference[:, i]).mean()), "draws": len(groups),
+                     "distinct_draws": n_groups(groups), "resampled": "draws" if stats is None else "draws+examples"})
+    return pl.DataFrame(rows, schema_overrides={"n_examples": pl.Int64})
+
+
+def _cells_at(pool: Pool, draws, pair, r: int) -> list:
+    """Each draw's model at r runs: ('run', variant, run_id) or ('average', recipe, member key)."""
+    return [row[r - 1] for row in curve_models(pool, draws, *pair, r)]
+
+
+def _example_stats(con, pool: Pool, cells: list[list], examples: bool | None, asked: bool):
+    """(subject index per side and draw, per-language statistics) for the joint bootstrap, or None
+    where examples are not resampled: `examples` False, or None (automatic) and some model compared
+    has no per-example statistics."""
+    from ofa_eval.protocol.joint_bootstrap import load_language_stats
+
+    if examples is False:
+        return None
+    subjects = list(dict.fromkeys(s for side in cells for s in side))
+    try:
+        languages = load_language_stats(con, pool, subjects)
+    except OfaError:
+        if examples or asked:
+            raise
+        return None
+    index = {subject: i for i, subject in enumerate(subjects)}
+    return [np.array([index[s] for s in side]) for side in cells], languages
+
+
+def _joint_language_gains(pool: Pool, stats, languages: list[str], groups: np.ndarray, rng,
+                          n_resamples: int) -> np.ndarray:
+    """(n_resamples, n_languages) gains under joint resamples: per language, one resample of its test
+    examples for every model (the metric recomputed from summed statistics), then distinct draws."""
+    from ofa_eval.tasks.registry import get_task
+
+    (index_a, index_b), language_stats = stats
+    metric = get_task(pool.task).metric
+    resampled = {}
+    for language in language_stats:  # sorted by name, as the protocol's joint bootstrap draws them
+        picks = bootstrap.paired_indices(language.n_examples, n_resamples, rng)
+        sums = {name: bootstrap.resampled_sums(values, picks) for name, values in language.stats.items()}
+        resampled[language.name] = metric.from_sums(sums, language.n_examples)[metric.name]  # (subjects, B)
+    counts = group_resample_counts(groups, rng, n_resamples)  # (B, n_draws)
+    gains = np.stack([resampled[name][index_a] - resampled[name][index_b] for name in languages], axis=-1)
+    return np.einsum("bd,dbl->bl", counts, gains) / counts.sum(axis=1, keepdims=True)

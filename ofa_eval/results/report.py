@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ofa_eval.statistics import bootstrap
-from ofa_eval.results.analysis import language_scores, per_language_at
+from ofa_eval.results.analysis import GAIN_PAIRS, pool_language_gains
 from ofa_eval.statistics.correlation import pearson, spearman
 from ofa_eval.results.formatting import render_protocol
-from ofa_eval.protocol import (DrawOptions, Pool, ResamplingOptions, get_strategy, load_pool, pair_curves,
-                               pool_max_runs, protocol_rows)
+from ofa_eval.protocol import (DrawOptions, IncompletePool, Pool, ResamplingOptions, Skipped, available_curves,
+                               get_strategy, load_pool, pool_max_runs, protocol_rows)
+from ofa_eval.protocol.curves import listed, skip_notes
 
 LINE_STYLES = {"last": ":", "src-dev": "--", "ca": "-", "trg-dev": "-", "top": "-."}
 FILL_STYLES = {"last": "none", "src-dev": "left"}  # hollow LAST and half-filled SRC-DEV markers; others full
@@ -110,6 +111,8 @@ def describe_pool(pool: Pool, facts: PoolFacts, options: DrawOptions, n_draws: i
     """The "What this is" block: everything the numbers below depend on."""
     sources = ", ".join(s.size if len(facts.sources) == 1 else s.sized() for s in facts.sources) or "none"
     targets = ", ".join(t.sized() for t in facts.targets) or "none in the store"
+    if facts.targets and all(t.n_examples is None for t in facts.targets):  # released results: say it once
+        targets = f"{', '.join(t.name for t in facts.targets)} (sizes not recorded)"
     configurations = pool.configurations
     return ["### What this is", "",
             f"- Task {pool.task} (metric: {facts.metric}), model {pool.model}.",
@@ -191,14 +194,22 @@ def plot_curves(curves: dict, out: Path, title: str, rng, resampling: Resampling
 
 
 @_styled
-def plot_language_gain(languages: list[str], gain: np.ndarray, out: Path, title: str, r: int) -> list[Path]:
+def plot_language_gain(languages: list[str], gain: np.ndarray, low: np.ndarray, high: np.ndarray, out: Path,
+                       title: str, r: int, level: float) -> list[Path]:
+    """One bar per language, sorted by gain, with its bootstrap interval as an error bar."""
     order = np.argsort(gain)
     fig, ax = _pyplot().subplots(figsize=(7.5, max(3.0, 0.3 * len(languages) + 1.6)), layout="constrained")
-    bars = ax.barh(np.array(languages)[order], gain[order], color=np.where(gain[order] >= 0, "tab:red", "tab:blue"))
-    ax.bar_label(bars, fmt="%+.2f", padding=3, fontsize=9)
+    errors = np.array([gain - low, high - gain])[:, order]
+    ax.barh(np.array(languages)[order], gain[order], color=np.where(gain[order] >= 0, "tab:red", "tab:blue"),
+            xerr=np.nan_to_num(errors), error_kw={"ecolor": "black", "elinewidth": 1, "capsize": 2})
+    for y, i in enumerate(order):  # the value beyond the end of its error bar
+        right = gain[i] >= 0
+        end = np.nan_to_num(high[i] if right else low[i], nan=gain[i])
+        ax.annotate(f"{gain[i]:+.2f}", (end, y), xytext=(4 if right else -4, 0), textcoords="offset points",
+                    ha="left" if right else "right", va="center", fontsize=9)
     ax.margins(x=0.18, y=0.5 / max(len(languages), 1))
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"accumulative CA minus Max SRC-DEV (S-DEV), r = {r} (points)")
+    ax.set_xlabel(f"accumulative CA minus Max SRC-DEV (S-DEV), r = {r} (points; bars: {int(level * 100)}% intervals)")
     ax.set_title(f"{title}: per-language gain of averaging")
     return _save(fig, out)
 
@@ -252,12 +263,8 @@ def coinciding_curves(curves: dict) -> list[list[tuple[str, str]]]:
     return [pairs for pairs in groups.values() if len(pairs) > 1]
 
 
-def _listed(names: list[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
 def curves_part(curves: dict, figure: Path) -> list[str]:
-    notes = [_listed([f"{s} {v}" for s, v in pairs]) + " have the same mean at every r."
+    notes = [listed([f"{s} {v}" for s, v in pairs]) + " have the same mean at every r."
              for pairs in coinciding_curves(curves)]
     shift = float(side_offsets(len(curves)).max())
     return [f"![score against r]({figure.name})", "",
@@ -266,19 +273,31 @@ def curves_part(curves: dict, figure: Path) -> list[str]:
             f"most ±{shift:.3g}) so that equal values stay visible.", "", *notes, *([""] if notes else [])]
 
 
-def gain_part(con, pool: Pool, curves: dict, max_runs: int, out: Path, title: str) -> tuple[list[str], list[Path]]:
-    tables = language_scores(con, pool)
-    averaged = per_language_at(pool, curves[("accumulative", "ca")][0], "accumulative", "ca", max_runs, tables)
-    selected = per_language_at(pool, curves[("max-src-dev", "src-dev")][0], "max-src-dev", "src-dev", max_runs,
-                               tables)
-    gain = np.nanmean(averaged, axis=0) - np.nanmean(selected, axis=0)
-    keep = ~np.isnan(gain)
-    languages = [lang for lang, k in zip(tables[2], keep) if k]
-    figure = plot_language_gain(languages, gain[keep], out, title, max_runs)
+def gain_part(con, pool: Pool, curves: dict, max_runs: int, out: Path, title: str,
+              resampling: ResamplingOptions) -> tuple[list[str], list[Path]]:
+    """The per-language gain of accumulative CA over Max SRC-DEV (S-DEV) at r = R: a table and a figure."""
+    a, b = GAIN_PAIRS
+    gains = pool_language_gains(con, pool, (curves[a][0], a), (curves[b][0], b), max_runs, resampling)
+    names = [f"{d}/{lang}" for d, lang in zip(gains["dataset"], gains["language"])]
+    gain, low, high = (gains[c].to_numpy().astype(float) for c in ("gain", "ci_low", "ci_high"))
+    figure = plot_language_gain(names, gain, low, high, out, title, max_runs, resampling.level)
+    resampled = "draws and test examples" if gains["resampled"][0] == "draws+examples" else "draws"
     return [f"Accumulative CA averaging beats Max SRC-DEV (S-DEV) at r = {max_runs} in "
-            f"{int((gain[keep] > 0).sum())} of {int(keep.sum())} target languages "
-            f"(mean gain {np.mean(gain[keep]):+.2f} points).", "",
-            f"![per-language gain]({figure[0].name})", ""], figure
+            f"{int((gain > 0).sum())} of {len(gain)} target languages (mean gain {np.mean(gain):+.2f} points); "
+            f"the {int(resampling.level * 100)}% interval lies above 0 in {int((low > 0).sum())} and below 0 in "
+            f"{int((high < 0).sum())} (paired bootstrap over {resampled}).", "",
+            *gain_table(gains, names), "", f"![per-language gain]({figure[0].name})", ""], figure
+
+
+def gain_table(gains, names: list[str]) -> list[str]:
+    """Markdown rows: language, test-set size, gain with interval, P(A > B), distinct draws."""
+    lines = ["| language | test examples | gain [interval] | P(A > B) | distinct draws |", "|---|---|---|---|---|"]
+    for name, row in zip(names, gains.iter_rows(named=True)):
+        size = "not recorded" if row["n_examples"] is None else str(row["n_examples"])
+        interval = "" if row["ci_low"] is None else f" [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+        lines.append(f"| {name} | {size} | {row['gain']:+.2f}{interval} | {row['p_better']:.2f} | "
+                     f"{row['distinct_draws']} |")
+    return lines
 
 
 def _counted(n: int, thing: str) -> str:
@@ -307,10 +326,14 @@ def scatter_part(pool: Pool, facts: PoolFacts, out: Path, title: str) -> tuple[l
 
 
 def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, out: Path, rng,
-                 resampling: ResamplingOptions) -> tuple[str, dict]:
-    """Markdown for one pool, and the figures it refers to."""
+                 resampling: ResamplingOptions, skip_missing: bool = False) -> tuple[str, dict, list[Skipped]]:
+    """Markdown for one pool, the figures it refers to, and what it left out (pairs whose averaged
+    models are missing, with `skip_missing`; otherwise they are an error)."""
     max_runs = pool_max_runs(pool, max_runs)
-    common, curves = pair_curves(con, pool, pairs, options, max_runs)
+    options = options.for_pool(con, pool)
+    common, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
+    if skipped and not (skip_missing and curves):
+        raise IncompletePool(skipped[0].error, skip_notes(skipped)[0].removeprefix("skipped "))
     facts = pool_facts(con, pool)
     title = f"{pool.task} / {pool.model}"
     stem = f"{pool.task}-{pool.model}"
@@ -318,32 +341,68 @@ def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, ou
     text = [f"## {title}", "", *describe_pool(pool, facts, options, len(common.runs), max_runs),
             render_protocol(protocol_rows(pool, curves, max_runs), "markdown"), "",
             *curves_part(curves, figures["curves"][0])]
-    if ("accumulative", "ca") in curves and ("max-src-dev", "src-dev") in curves:
-        lines, figures["gain"] = gain_part(con, pool, curves, max_runs, out / f"{stem}-language-gain", title)
+    if all(pair in curves for pair in GAIN_PAIRS):
+        lines, figures["gain"] = gain_part(con, pool, curves, max_runs, out / f"{stem}-language-gain", title,
+                                           resampling)
         text += lines
+    else:
+        absent = listed([" ".join(pair) for pair in GAIN_PAIRS if pair not in curves])
+        compared = " with ".join(" ".join(pair) for pair in GAIN_PAIRS)
+        skipped.append(Skipped(pool.name, "per-language gain", f"it compares {compared}, and {absent} is not "
+                               "computed here"))
     scatter = scatter_part(pool, facts, out / f"{stem}-source-vs-target", title)
     if scatter is not None:
         lines, figures["scatter"] = scatter
         text += lines
-    return "\n".join(text), figures
+    else:
+        skipped.append(Skipped(pool.name, "source-vs-target figure", "fewer than 3 runs have SRC-DEV scores"))
+    return "\n".join(text), figures, skipped
+
+
+def skipped_part(skipped: list[Skipped]) -> list[str]:
+    """The report's list of what it could not compute, and why."""
+    if not skipped:
+        return []
+    return ["## Skipped", "", "What this report leaves out, and why:", "",
+            *[f"- {note.removeprefix('skipped ')}" for note in skip_notes(skipped)], ""]
 
 
 def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Path,
-                 resampling: ResamplingOptions) -> tuple[Path, Path]:
+                 resampling: ResamplingOptions, skip_missing: bool = False,
+                 skip_pools: bool = False) -> tuple[Path, Path, list[str]]:
+    """report.md and report.html in `out`, and one note per thing left out.
+
+    `skip_missing` (the pairs were not chosen): pairs whose averaged models are missing are left
+    out; `skip_pools` (the pools were not chosen): a pool without what the report needs is left
+    out. Both are listed in the report's "Skipped" section; otherwise they are errors.
+    """
     out.mkdir(parents=True, exist_ok=True)
     rng = resampling.rng()
-    sections = [pool_section(con, load_pool(con, t, m), pairs, options, max_runs, out, rng, resampling)[0]
-                for t, m in pools]
+    sections, skipped, errors = [], [], []
+    for task, model in pools:
+        pool = load_pool(con, task, model)
+        try:
+            text, _, left_out = pool_section(con, pool, pairs, options, max_runs, out, rng, resampling, skip_missing)
+        except IncompletePool as gap:
+            if not skip_pools:
+                raise
+            skipped.append(Skipped(pool.name, "", gap.short.removeprefix(f"{pool.name}: ")))
+            errors.append(gap)
+            continue
+        sections.append(text)
+        skipped += left_out
+    if not sections:
+        raise errors[0]
     intro = ["# ofa-eval report", "",
              "Mean over draws for r = 1..R runs (percent); bands are "
              f"{int(resampling.level * 100)}% percentile bootstrap intervals of the mean over draws "
              f"({resampling.n_resamples} resamples, seed {resampling.seed}). Draws: {options.describe()}.", ""]
-    markdown = "\n".join(intro + sections)
+    markdown = "\n".join(intro + skipped_part(skipped) + sections)
     md_path = out / "report.md"
     md_path.write_text(markdown)
     html_path = out / "report.html"
     html_path.write_text(markdown_to_html(markdown))
-    return md_path, html_path
+    return md_path, html_path, skip_notes(skipped)
 
 
 def markdown_to_html(markdown: str) -> str:
