@@ -6,7 +6,9 @@
   evaluation set with a predictor the caller hands in (the command layer passes the producers'
   `predict_with_weights`: the engine never imports the producers), and write an averaged-model
   folder (`averages/<key>/`: `average.json`, `model.safetensors`, `predictions/*.parquet`).
-  Workers write only their folder; this module never touches the store while they run.
+  Workers write only their folder; this module never touches the store while they run. On
+  SLURM the folders are made by one job array whose tasks each make several averages of one
+  pool (`job_groups`), building the model and tokenizing once per task.
 - ingest: score the folders' predictions and record the averaged models, their ordered
   members and scores in one transaction.
 
@@ -41,8 +43,8 @@ from ofa_eval.tempfiles import remove_orphans, temporary_path
 # predictor(run folder, weights file, output folder): writes one prediction table per evaluation set
 Predictor = Callable[[Path, Path, Path], object]
 
-# averaged models one array task makes (`--averages-per-job`): building the model and tokenizing the
-# evaluation sets, done once per task, then costs what predicting one or two averages costs
+# averaged models one array task makes (`--averages-per-job`); the task builds the model and
+# tokenizes the evaluation sets once for all of them
 AVERAGES_PER_JOB = 16
 
 
