@@ -206,8 +206,8 @@ def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predi
     with record.locked():
         jobs = record.load()
         queued = still_queued(jobs, names, is_done)
-        submitted = submit_array(executor, "ofa-eval-materialize",
-                                 calls([p for p in plans if not is_done(p.folder_name) and p.folder_name not in queued]))
+        todo = [p for p in plans if not is_done(p.folder_name) and p.folder_name not in queued]
+        submitted = submit_array(executor, "ofa-eval-materialize", calls(todo))
         record.save({**jobs, **{job.name: job for job in submitted}})
     tasks = len({job.job_id for job in submitted})
     print(f"submitted {tasks} materialization job(s) (tasks of one job array) for {len(submitted)} averaged "
