@@ -10,9 +10,10 @@ checkpoint average (CA), whose predictions are written as subject `ca`.
 
 Weight storage: `all` keeps every snapshot; `needed` keeps only what the protocol uses: LAST,
 the best snapshot on source validation so far (the earliest on a tie, as `ingest` picks it),
-and CA. After each snapshot, `checkpoint/state.pt` holds everything needed to continue (model,
-optimizer, scheduler, RNG states, step, the CA mean, the snapshot records); a restarted run
-continues from it and produces the same weights as an uninterrupted one. The checkpoint is
+and CA. After each snapshot, `checkpoint/state.safetensors` holds everything needed to continue
+(model, optimizer, scheduler, RNG states, step, the CA mean, the snapshot records: tensors in
+safetensors, the rest as JSON in its header, `producers.checkpoint`); a restarted run continues
+from it and produces the same weights as an uninterrupted one. The checkpoint is
 removed when the run completes, and the manifest's `state` becomes `complete` last.
 
 A run resumes only under the recipe that started it: the manifest records the complete recipe
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import random
 import shutil
 import subprocess
 import sys
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ofa_eval.artifacts import run_format
 from ofa_eval.common.errors import OfaError
-from producers import artifacts
+from producers import artifacts, checkpoint
 from producers.batching import steps_per_epoch
 from producers.finetune import fit, make_optimizer, make_scheduler
 from producers.config import base_model_digest, json_sha256, recipe_changes, recipe_record
@@ -275,55 +275,22 @@ def clear_run_folder(run_dir: Path) -> None:
     manifest.unlink()
 
 
-# --- checkpoints -----------------------------------------------------------------------------------
-
-
-def rng_states() -> dict:
-    import numpy as np
-    import torch
-
-    numpy_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": random.getstate(),
-            "numpy": (numpy_state[0], torch.from_numpy(numpy_state[1].astype("int64")), *numpy_state[2:])}
-
-
-def set_rng_states(states: dict) -> None:
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(states["torch"])
-    if states["cuda"]:
-        torch.cuda.set_rng_state_all(states["cuda"])
-    random.setstate(states["python"])
-    kind, keys, *rest = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype("uint32"), *rest))
+# --- checkpoints ---------------------------------------------------------------------------------
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, state: RunState) -> None:
-    import torch
-
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "rng": rng_states(), "state": asdict(state)}
-    with artifacts.atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+    """The run's resume state after a snapshot (`producers.checkpoint`: safetensors and JSON)."""
+    progress = {"step": state.step, "snapshots": state.snapshots, "best": state.best}
+    checkpoint.save(path, model, optimizer, scheduler, progress, state.ca)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> RunState | None:
     """Restore a run from its checkpoint; None when there is none."""
-    import torch
-
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    set_rng_states(payload["rng"])
-    state = RunState(**payload["state"])
-    state.best = tuple(state.best) if state.best is not None else None
-    return state
+    progress, ca = checkpoint.load(path, model, optimizer, scheduler)
+    best = tuple(progress["best"]) if progress["best"] is not None else None
+    return RunState(step=progress["step"], snapshots=progress["snapshots"], best=best, ca=ca)
 
 
 # --- the run folder --------------------------------------------------------------------------------
@@ -336,7 +303,7 @@ class RunFolder:
                  progress: bool = False):
         self.path, self.config, self.task, self.data, self.head = Path(path), config, task, data, head
         self.recipe_settings, self.progress = recipe_settings, progress  # `run_recipe`; bars per evaluation set
-        self.checkpoint = self.path / "checkpoint" / "state.pt"
+        self.checkpoint = self.path / "checkpoint" / checkpoint.FILE
         self.gold = {id(e): task.gold(e.examples, data.label_names) for e in data.eval_sets}
 
     def start(self, tokenizer, model_config) -> None:

@@ -145,7 +145,7 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path):
         train_run(config, data, resumed, progress=False, on_snapshot=kill_after_fourth)
     manifest = json.loads((resumed / "manifest.json").read_text())
     assert manifest["state"] == "running" and len(manifest["snapshots"]) == 4
-    assert (resumed / "checkpoint" / "state.pt").is_file()
+    assert_checkpoint_is_safetensors_and_json(resumed / "checkpoint" / "state.safetensors", snapshots=4)
     (resumed / "weights" / "snapshot-05.safetensors").write_bytes(b"left by a killed job")
     train_run(config, data, resumed, progress=False)
     assert json.loads((resumed / "manifest.json").read_text())["state"] == "complete"
@@ -155,6 +155,20 @@ def test_killed_run_resumes_to_the_same_weights(world, tmp_path):
                             weights(resumed / f"weights/{name}.safetensors"))
         for path in (reference / "predictions" / name).iterdir():
             assert pl.read_parquet(resumed / "predictions" / name / path.name).equals(pl.read_parquet(path))
+
+
+def assert_checkpoint_is_safetensors_and_json(path, snapshots):
+    """The resume state is tensors in safetensors and the rest JSON in its header: nothing pickled."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        document = json.loads(handle.metadata()["ofa_eval_checkpoint"])
+        names = set(handle.keys())
+    assert len(document["progress"]["snapshots"]) == snapshots
+    assert document["scheduler"]["last_epoch"] == document["progress"]["step"]
+    assert {"rng/torch", "rng/numpy"} <= names
+    assert any(n.startswith("model/") for n in names) and any(n.startswith("ca/") for n in names)
+    assert any(n.endswith("/exp_avg_sq") for n in names if n.startswith("optimizer/"))
 
 
 # --- head alignment ------------------------------------------------------------------------------------

@@ -198,6 +198,23 @@ def test_without_slurm_commands_the_launcher_says_so(world, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_averaged_models_are_grouped_into_array_tasks_by_pool():
+    from ofa_eval.averages.materialize import AveragePlan, job_groups
+
+    def plans(task, n):
+        return [AveragePlan(task, "m", "ca", (i,), (i,), (f"{i}",), (f"{i}",), f"{task}{i:02d}", "run")
+                for i in range(n)]
+
+    groups = job_groups(plans("nli", 5) + plans("ner", 2), per_job=2)
+    assert [[p.key for p in group] for group in groups] == [
+        ["nli00", "nli01"], ["nli02", "nli03"], ["nli04"], ["ner00", "ner01"]]
+    mixed = plans("qa", 1) + plans("nli", 2) + plans("qa", 2)[1:]
+    assert [[p.key for p in group] for group in job_groups(mixed, per_job=16)] == [["qa00", "qa01"],
+                                                                                   ["nli00", "nli01"]]
+    spread = job_groups(plans("ner", 17), per_job=16)
+    assert [len(group) for group in spread] == [9, 8]  # a pool's plans spread evenly over its tasks
+
+
 # --- on the cluster --------------------------------------------------------------------------
 
 
@@ -270,39 +287,118 @@ def test_train_on_slurm_resubmits_only_what_is_missing(world, local_runs, tmp_pa
     assert_identical_runs(runs, local_runs)
 
 
+def test_a_run_signalled_mid_way_is_requeued_and_resumes_to_the_same_artifacts(world, local_runs, tmp_path,
+                                                                                slurm_cluster, own_jobs):
+    """SIGUSR1 (the time limit's warning as `--signal=USR1@...` sends it) and `scontrol requeue`
+    (what preemption with PreemptMode=REQUEUE does: SIGTERM, then a requeue) mid-run: each job
+    is requeued without a new `train`, resumes after its last complete snapshot (the first
+    snapshot's files are not written again) and ends with an uninterrupted local run's artifacts."""
+    env, runs = slurm_cluster, tmp_path / "runs"
+    waiting = start("train", world / "grid.toml", "--out", runs, "--launcher", "slurm", "--wait", *SMALL, env=env)
+    jobs = wait_until(lambda: recorded(runs), "the jobs are submitted", waiting)
+    warned, requeued = sorted(name for name in jobs if not name.startswith("_heads"))
+    wait_until(lambda: snapshots_written(runs / warned) >= 1 and snapshots_written(runs / requeued) >= 1,
+               "both runs have a snapshot", waiting)
+    first = {name: snapshot_files(runs / name, 1) for name in (warned, requeued)}
+    scancel(env, jobs[warned]["job_id"], signal="USR1")
+    subprocess.run(["scontrol", "requeue", jobs[requeued]["job_id"]], check=True, env=env)
+    out, err = waiting.communicate(timeout=BOUND_S)
+    assert waiting.returncode == 0, out + err
+    assert "Caught signal SIGUSR1" in Path(jobs[warned]["log"]).read_text()
+    assert "SIGTERM: stopping now" in Path(jobs[requeued]["log"]).read_text()
+    assert recorded(runs) == jobs  # requeued by SLURM, not submitted again
+    assert {name: snapshot_files(runs / name, 1) for name in (warned, requeued)} == first  # resumed
+    assert_identical_runs(runs, local_runs)
+
+
+def snapshot_files(run: Path, index: int) -> dict[str, tuple[int, int]]:
+    """{prediction file: (inode, mtime)} of a snapshot: files written again get a new inode."""
+    folder = run / "predictions" / f"snapshot-{index:02d}"
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
 def test_materialize_on_slurm_reports_a_cancelled_task_and_resumes(local_runs, tmp_path, slurm_cluster, own_jobs):
     env, db = slurm_cluster, tmp_path / "store.duckdb"
     assert ofa("ingest", local_runs, db=db).returncode == 0
-    materialize = ("materialize", "--task", "ner", "--strategy", "accumulative", "--variant", "ca", "-R", 2,
-                   "--draws", 2, "--seed", 0, "--launcher", "slurm", *SMALL)
+    materialize = ("materialize", "--task", "ner", "--strategy", "accumulative", "--variant", "last", "--variant",
+                   "ca", "-R", 2, "--draws", 2, "--seed", 0, "--launcher", "slurm", "--averages-per-job", 2, *SMALL)
     averages = tmp_path / "averages"
     own_jobs.append(block_the_node(env, tmp_path))
 
     waiting = start(*materialize, env=env, db=db)
     jobs = wait_until(lambda: recorded(averages), "the materialization jobs are submitted", waiting)
-    victim = sorted(jobs)[0]
-    wait_until(lambda: squeue(env, [jobs[victim]["job_id"]]).get(jobs[victim]["job_id"]) == "PENDING",
-               "the job is pending", waiting)
-    scancel(env, jobs[victim]["job_id"])  # cancelled while pending: no job ever ran
+    victim_job = jobs[sorted(jobs)[0]]["job_id"]
+    victims = sorted(name for name, entry in jobs.items() if entry["job_id"] == victim_job)
+    assert 1 <= len(victims) <= 2 < len(jobs)  # a task makes up to 2 of the 4 or more averaged models
+    wait_until(lambda: squeue(env, [victim_job]).get(victim_job) == "PENDING", "the job is pending", waiting)
+    scancel(env, victim_job)  # cancelled while pending: no job ever ran
     scancel(env, own_jobs[0])
     out, err = waiting.communicate(timeout=BOUND_S)
     assert waiting.returncode == 2, out + err
-    assert f"failed: {victim} (job {jobs[victim]['job_id']}): left the queue" in err
-    assert jobs[victim]["log"] in err and "1 job(s) did not finish" in err
-    made = len(jobs) - 1
-    assert count_averages(db) == made  # what finished is ingested
+    for victim in victims:
+        assert f"failed: {victim} (job {victim_job}): left the queue" in err
+    assert jobs[victims[0]]["log"] in err and f"{len(victims)} did not finish" in err
+    assert count_averages(db) == len(jobs) - len(victims)  # what finished is ingested
 
-    second = ofa(*materialize, "--no-wait", env=env, db=db)  # submits the missing one and returns
+    second = ofa(*materialize, "--no-wait", env=env, db=db)  # submits the missing ones and returns
     assert second.returncode == 0, second.stderr
-    assert submitted(second.stderr) == 1
-    wait_until(lambda: (averages / victim / "average.json").is_file(), "the resubmitted job finishes")
-    third = ofa(*materialize, env=env, db=db)  # collects it: nothing is submitted again
+    assert submitted(second.stderr) == 1 and f"for {len(victims)} averaged model(s)" in second.stderr
+    wait_until(lambda: all((averages / victim / "average.json").is_file() for victim in victims),
+               "the resubmitted job finishes")
+    third = ofa(*materialize, env=env, db=db)  # collects them: nothing is submitted again
     assert third.returncode == 0, third.stderr
-    assert submitted(third.stderr) == 0 and "1 averaged model(s) materialized" in third.stdout
+    assert submitted(third.stderr) == 0 and f"{len(victims)} averaged model(s) materialized" in third.stdout
     assert count_averages(db) == len(jobs)
     fourth = ofa(*materialize, env=env, db=db)
     assert fourth.returncode == 0 and "0 averaged model(s) materialized" in fourth.stdout
     assert "submitted" not in fourth.stderr
+
+
+def test_materialize_on_slurm_is_one_array_identical_to_local(local_runs, tmp_path, slurm_cluster, own_jobs):
+    """All averaged models from one sbatch job array; each task builds the model once for the
+    averages it makes; folders and scores the same as --launcher local."""
+    env = slurm_cluster
+    materialize = ("materialize", "--task", "ner", "--strategy", "accumulative", "--variant", "last",
+                   "--variant", "src-dev", "--variant", "ca", "-R", 2, "--draws", 2, "--seed", 0)
+    stores = {where: tmp_path / where / "store.duckdb" for where in ("local", "slurm")}
+    for db in stores.values():
+        db.parent.mkdir()
+        assert ofa("ingest", local_runs, db=db).returncode == 0
+    here = ofa(*materialize, db=stores["local"])
+    assert here.returncode == 0, here.stderr
+    reference = tmp_path / "local" / "averages"
+    made = sorted(p.name for p in reference.iterdir())
+    per_job = -(-len(made) // 2)  # two array tasks
+
+    result = ofa(*materialize, "--launcher", "slurm", "--averages-per-job", per_job, *SMALL, env=env,
+                 db=stores["slurm"])
+    assert result.returncode == 0, result.stderr
+    ours = tmp_path / "slurm" / "averages"
+    jobs = recorded(ours)
+    assert sorted(jobs) == made
+    tasks = {entry["job_id"] for entry in jobs.values()}
+    assert len(tasks) == 2 and len({task.split("_")[0] for task in tasks}) == 1  # one array, two tasks
+    assert submitted(result.stderr) == 2 and f"for {len(made)} averaged model(s)" in result.stderr
+    assert set(squeue(env, tasks)) == tasks  # the array has exactly these tasks
+
+    averaged = {name for name in made if len(json.loads((ours / name / "average.json").read_text())["members"]) > 1}
+    assert len(averaged) >= 3  # LAST, SRC-DEV and CA of two runs: some task averages two or more
+    for task in tasks:
+        names = [name for name, entry in jobs.items() if entry["job_id"] == task]
+        log = Path(jobs[names[0]]["log"]).read_text()
+        assert log.count("building the model") == (1 if averaged & set(names) else 0), log
+
+    assert_identical_runs(ours, reference)
+    assert scores(stores["slurm"]) == scores(stores["local"]) and scores(stores["local"])
+
+
+def scores(db: Path) -> list[tuple]:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT a.recipe, a.member_key, e.dataset, e.language, e.split, s.metric, s.value "
+                           "FROM score_table s JOIN average_table a USING (average_id) "
+                           "JOIN eval_set_table e USING (eval_set_id) ORDER BY ALL").fetchall()
 
 
 def count_averages(db: Path) -> int:

@@ -6,7 +6,9 @@
   evaluation set with a predictor the caller hands in (the command layer passes the producers'
   `predict_with_weights`: the engine never imports the producers), and write an averaged-model
   folder (`averages/<key>/`: `average.json`, `model.safetensors`, `predictions/*.parquet`).
-  Workers write only their folder; this module never touches the store while they run.
+  Workers write only their folder; this module never touches the store while they run. On
+  SLURM the folders are made by one job array whose tasks each make several averages of one
+  pool (`job_groups`), building the model and tokenizing once per task.
 - ingest: score the folders' predictions and record the averaged models, their ordered
   members and scores in one transaction.
 
@@ -21,6 +23,7 @@ calls, whatever the files are called.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import sys
@@ -39,6 +42,10 @@ from ofa_eval.common.tempfiles import remove_orphans, temporary_path
 
 # predictor(run folder, weights file, output folder): writes one prediction table per evaluation set
 Predictor = Callable[[Path, Path, Path], object]
+
+# averaged models one array task makes (`--averages-per-job`); the task builds the model and
+# tokenizes the evaluation sets once for all of them
+AVERAGES_PER_JOB = 16
 
 
 @dataclass(frozen=True)
@@ -144,9 +151,30 @@ def make_averages_here(plans: list[AveragePlan], out_root: Path, predictor: Pred
             for p in tqdm(plans, desc="materializing averaged models", unit="model")]
 
 
+def make_averages(plans: list[AveragePlan], out_root, predictor: Predictor) -> list[str]:
+    """One array task: make the plans' folders one after another in this process, so that the
+    predictor builds the model and tokenizes the evaluation sets once for all of them."""
+    return [str(make_average(p, Path(out_root), predictor)) for p in plans]
+
+
+def job_groups(plans: list[AveragePlan], per_job: int) -> list[list[AveragePlan]]:
+    """The plans as array tasks: plans of one pool together (they share the model config,
+    tokenizer and evaluation sets), at most `per_job` a task, each pool's plans spread evenly."""
+    pools: dict[tuple[str, str], list[AveragePlan]] = {}
+    for p in plans:
+        pools.setdefault((p.task, p.model), []).append(p)
+    groups = []
+    for pool in pools.values():
+        size = math.ceil(len(pool) / math.ceil(len(pool) / per_job))
+        groups += [pool[i:i + size] for i in range(0, len(pool), size)]
+    return groups
+
+
 def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predictor: Predictor, wait: bool = True,
-                       timeout_min: float | None = None, progress: bool = True) -> list[Path]:
-    """Make the plans' folders as one submitit job array (SLURM, or the local executor in tests).
+                       timeout_min: float | None = None, progress: bool = True,
+                       per_job: int = AVERAGES_PER_JOB) -> list[Path]:
+    """Make the plans' folders as one submitit job array (SLURM, or the local executor in tests),
+    each array task making up to `per_job` averaged models of one pool (`job_groups`).
 
     Folders already complete are not submitted again. On SLURM only plans that are neither
     complete nor queued or running (`<executor folder>/jobs.json`, squeue) are submitted, and
@@ -162,11 +190,15 @@ def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predi
     def is_done(name: str) -> bool:
         return is_complete(out_root / name)
 
+    def calls(todo: list[AveragePlan]) -> list[tuple]:
+        return [(tuple(p.folder_name for p in group), make_averages, (group, str(out_root), predictor))
+                for group in job_groups(todo, per_job)]
+
     if getattr(executor, "cluster", None) != "slurm":  # submitit's local executor: no queue to ask
         executor.update_parameters(name="ofa-eval-materialize")
         with executor.batch():
-            jobs = [executor.submit(make_average, p, str(out_root), predictor)
-                    for p in plans if not is_done(p.folder_name)]
+            jobs = [executor.submit(function, *args) for _, function, args in calls(
+                [p for p in plans if not is_done(p.folder_name)])]
         for job in jobs:
             job.result()
         return [out_root / name for name in names]
@@ -174,12 +206,13 @@ def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predi
     with record.locked():
         jobs = record.load()
         queued = still_queued(jobs, names, is_done)
-        submitted = submit_array(executor, "ofa-eval-materialize",
-                                 [(p.folder_name, make_average, (p, str(out_root), predictor))
-                                  for p in plans if not is_done(p.folder_name) and p.folder_name not in queued])
+        todo = [p for p in plans if not is_done(p.folder_name) and p.folder_name not in queued]
+        submitted = submit_array(executor, "ofa-eval-materialize", calls(todo))
         record.save({**jobs, **{job.name: job for job in submitted}})
-    print(f"submitted {len(submitted)} materialization job(s), {len(queued)} already queued or running; "
-          f"{sum(map(is_done, names))} of {len(names)} averaged model(s) already made", file=sys.stderr)
+    tasks = len({job.job_id for job in submitted})
+    print(f"submitted {tasks} materialization job(s) (tasks of one job array) for {len(submitted)} averaged "
+          f"model(s), {len(queued)} already queued or running; {sum(map(is_done, names))} of {len(names)} "
+          "averaged model(s) already made", file=sys.stderr)
     waiting = submitted + list(queued.values())
     outcome = wait_for(waiting, is_done, "waiting for averaged models", timeout_min, progress) if wait else Outcome(
         waiting=waiting)

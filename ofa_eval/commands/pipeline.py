@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ofa_eval.commands.options import draw_options, draws_from, pairs_from, param_names, selection_options
+from ofa_eval.averages.materialize import AVERAGES_PER_JOB
 from producers.commands import slurm_options
 
 
@@ -69,12 +70,16 @@ def _configs(con, task, model):
 @click.option("--out", type=click.Path(file_okay=False),
               help="Where averaged-model folders go (default: averages/ beside the store).")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-              help="local: one averaged model after another here; slurm: one job per model (a submitit "
-                   "job array), awaited here before the results are ingested (or, with --no-wait, "
-                   "collected and ingested by a later call).")
+              help="local: one averaged model after another here; slurm: one submitit job array whose "
+                   "tasks each make up to --averages-per-job models of one pool, awaited here before the "
+                   "results are ingested (or, with --no-wait, collected and ingested by a later call).")
 @slurm_options
+@click.option("--averages-per-job", "per_job", type=click.IntRange(min=1), default=AVERAGES_PER_JOB,
+              show_default=True,
+              help="With --launcher slurm: averaged models per array task (each task builds the model and "
+                   "tokenizes the evaluation sets once for all of them).")
 @click.pass_context
-def materialize(ctx, out, launcher, **params):
+def materialize(ctx, out, launcher, per_job, **params):
     """Make the averaged models that `protocol` would need, and score them.
 
     Takes the same options as `protocol`. For each draw and r, the members of every averaging
@@ -90,13 +95,13 @@ def materialize(ctx, out, launcher, **params):
     if launcher == "slurm":
         from ofa_eval.averages.materialize import averages_root
 
-        maker = executor_maker(averages_root(db_path, out), "slurm", slurm)
+        maker = executor_maker(averages_root(db_path, out), "slurm", slurm, per_job)
     made = materialize_here(db_path, params["tasks"], params["models"], pairs_from(params), draws_from(params),
                             params["max_runs"], out, maker)
     click.echo(f"{made} averaged model(s) materialized")
 
 
-def executor_maker(root, cluster, slurm: dict):
+def executor_maker(root, cluster, slurm: dict, per_job: int = AVERAGES_PER_JOB):
     """make_averages_with through a submitit executor whose logs go to ROOT/_slurm."""
     from ofa_eval.averages.materialize import make_averages_with
     from producers.launch import make_executor
@@ -106,7 +111,7 @@ def executor_maker(root, cluster, slurm: dict):
     wait, timeout_min = options.pop("wait", None) is not False, options.pop("wait_timeout", None)
     executor = make_executor(Path(root) / "_slurm", cluster, options.pop("slurm_partition", None), **options)
     return lambda plans, out_root: make_averages_with(executor, plans, out_root, predict_with_weights,
-                                                      wait=wait, timeout_min=timeout_min)
+                                                      wait=wait, timeout_min=timeout_min, per_job=per_job)
 
 
 def materialize_here(db_path, tasks, models, pairs, options, max_runs, out=None, maker=None) -> int:

@@ -1,10 +1,11 @@
 """Batch jobs on SLURM: what was submitted, what is still queued, waiting with bounds, and reports.
 
-`ofa-eval train` and `ofa-eval materialize` submit one job per thing they make (a run folder, an
-averaged-model folder) through submitit. This module keeps the bookkeeping both share:
+`ofa-eval train` submits one array task per run folder, `ofa-eval materialize` one array task
+per group of averaged-model folders, through submitit. This module keeps the bookkeeping both
+share:
 
 - a record of the submitted jobs, `jobs.json` in the executor's log folder (`<runs>/_slurm/`,
-  `<averages>/_slurm/`): per name, the job id, its log and the job it waits for. A call submits
+  `<averages>/_slurm/`): per name (what is made), the job id, its log and the job it waits for. A call submits
   only what is neither finished on disk nor queued or running (`squeue`), under a file lock, so
   a re-run or a second call does not submit anything twice;
 - waiting that always ends: the truth is the output on disk and `squeue --states=all`, never
@@ -84,10 +85,10 @@ class Unfinished(OfaError):
         parts = [f"{len(finished)} of {len(finished) + len(outcome.failed) + len(outcome.waiting)} finished"]
         if outcome.failed:
             names = ", ".join(job.name for job, _ in outcome.failed)
-            parts.append(f"{len(outcome.failed)} job(s) did not finish: {names}")
+            parts.append(f"{len(outcome.failed)} did not finish: {names}")
         if outcome.waiting:
-            ids = " ".join(job.job_id for job in outcome.waiting)
-            parts.append(f"{len(outcome.waiting)} job(s) still queued or running ({ids})"
+            ids = " ".join(dict.fromkeys(job.job_id for job in outcome.waiting))  # a job may make several
+            parts.append(f"{len(outcome.waiting)} still queued or running (job(s) {ids})"
                          + (", no longer awaited (--wait-timeout)" if outcome.timed_out else ""))
         super().__init__(f"{where}: " + "; ".join(parts + [resume]))
 
@@ -299,13 +300,18 @@ def _minutes(limit: str) -> int | None:
 # --- submitting --------------------------------------------------------------------------------
 
 
+WARNING_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # what `--signal=USR1@...` / submitit's USR2@90 send
+
+
 class Resumable:
     """A job's function: stops at once on SIGTERM and is requeued on the time limit's warning.
 
     submitit bypasses SIGTERM, so a cancelled or preempted job would run on until SLURM kills
-    it (KillWait later); this one exits instead. On the warning signal of the time limit
-    (submitit's `--signal=USR2@90`) submitit calls `checkpoint` and requeues the job. Either
-    way the function starts again from what it left on disk (a run's last snapshot).
+    it (KillWait later); this one exits instead. On the warning signal before the time limit,
+    SIGUSR2 (submitit's `--signal=USR2@90`) or SIGUSR1 (`--signal=USR1@...`, also what
+    `scancel --signal=USR1` sends), submitit calls `checkpoint` and requeues the job
+    (`scontrol requeue`). Either way the function starts again from what it left on disk (a
+    run's last complete snapshot, the averaged models already made).
     """
 
     def __init__(self, function, *args):
@@ -313,6 +319,10 @@ class Resumable:
 
     def __call__(self):
         signal.signal(signal.SIGTERM, _stop)
+        requeue = _submitit_requeue_handler()
+        if requeue is not None:
+            for warning in WARNING_SIGNALS:
+                signal.signal(warning, requeue)
         return self.function(*self.args)
 
     def checkpoint(self, *args, **kwargs):
@@ -321,13 +331,24 @@ class Resumable:
         return DelayedSubmission(self)
 
 
+def _submitit_requeue_handler():
+    """The handler submitit installed for its own warning signal (checkpoint, then requeue)."""
+    from submitit.core.job_environment import JobEnvironment
+
+    handler = signal.getsignal(JobEnvironment._usr_sig())
+    return handler if callable(handler) else None
+
+
 def _stop(signum, frame):
     print("SIGTERM: stopping now; submitting the job again resumes from what it saved", file=sys.stderr, flush=True)
     sys.exit(128 + signum)
 
 
-def submit_array(executor, label: str, calls: list[tuple[str, Callable, tuple]], after: str | None = None) -> list[Job]:
-    """Submit `calls` ((name, function, args)) as one job array; `after`: a job they wait for."""
+def submit_array(executor, label: str, calls: list[tuple[str | tuple[str, ...], Callable, tuple]],
+                 after: str | None = None) -> list[Job]:
+    """Submit `calls` ((names, function, args)) as one job array, one array task per call;
+    `after`: a job they wait for. A call makes one thing (a name) or several (a tuple of names,
+    each recorded with the task's job id). Returns one `Job` per name."""
     if not calls:
         return []
     dependency = {"dependency": f"afterok:{after}"} if after else {}
@@ -335,7 +356,8 @@ def submit_array(executor, label: str, calls: list[tuple[str, Callable, tuple]],
     with executor.batch():
         handles = [executor.submit(Resumable(function, *args)) for _, function, args in calls]
     return [Job(name, str(handle.job_id), str(handle.paths.stderr), after)
-            for (name, _, _), handle in zip(calls, handles)]
+            for (names, _, _), handle in zip(calls, handles)
+            for name in ((names,) if isinstance(names, str) else names)]
 
 
 # --- waiting -----------------------------------------------------------------------------------
