@@ -57,7 +57,7 @@ def slurm_options(function):
 @click.option("--out", "out", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="The runs folder: one subfolder per run, aligned heads under _heads/.")
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-              help="local: one run after another in this process; slurm: one job per run via submitit.")
+              help="local: one run after another in this process; slurm: one submitit job array, one task per run.")
 @click.option("--task", "tasks", multiple=True, type=TaskChoice(),
               help="Train only these tasks of the grid (default: every task table).")
 @slurm_options
