@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ofa_eval.statistics import bootstrap  # noqa: E402
-from ofa_eval.protocol.joint_bootstrap import LanguageStats, subject_scores  # noqa: E402
+from ofa_eval.evaluation.joint_bootstrap import LanguageStats, subject_scores  # noqa: E402
 from ofa_eval.tasks.registry import get_task  # noqa: E402
 from bench_bootstrap import cpu_model  # noqa: E402
 

@@ -96,7 +96,7 @@ def legacy_predict_with_weights(run_dir, weights, out_dir) -> Path:
 
 
 def draw_options(draws: int):
-    from ofa_eval.protocol import DrawOptions
+    from ofa_eval.evaluation import DrawOptions
 
     return DrawOptions(n_draws=draws, seed=0)
 

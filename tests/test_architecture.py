@@ -32,7 +32,7 @@ LAYERS = (
     ("ofa_eval.statistics", "ofa_eval.tasks", "ofa_eval.weights", "ofa_eval.jobs"),
     ("ofa_eval.store",),
     ("ofa_eval.artifacts",),
-    ("ofa_eval.protocol",),
+    ("ofa_eval.evaluation",),
     ("ofa_eval.averages",),
     ("ofa_eval.results",),
     ("ofa_eval.api",),
@@ -42,7 +42,7 @@ LAYERS = (
 )
 # What `protocol`, `sql`, `check`, `grid`, `report` and the notebook API import: never torch.
 STATISTICS_PATH = ("ofa_eval.common", "ofa_eval.statistics", "ofa_eval.tasks", "ofa_eval.store",
-                   "ofa_eval.artifacts", "ofa_eval.protocol", "ofa_eval.results", "ofa_eval.api",
+                   "ofa_eval.artifacts", "ofa_eval.evaluation", "ofa_eval.results", "ofa_eval.api",
                    "ofa_eval.weights.safetensors_file")
 HEAVY = ("torch", "transformers")
 
@@ -209,9 +209,9 @@ def test_layers_import_only_downward():
 
 
 def test_the_rule_catches_an_upward_import():
-    graph = {"ofa_eval.store.database": {"ofa_eval.protocol.pool": 3}, "ofa_eval.protocol.pool": {}}
-    assert upward_imports(graph) == ["ofa_eval.store.database imports ofa_eval.protocol.pool (line 3): layer "
-                                     "ofa_eval.protocol is not below ofa_eval.store"]
+    graph = {"ofa_eval.store.database": {"ofa_eval.evaluation.pool": 3}, "ofa_eval.evaluation.pool": {}}
+    assert upward_imports(graph) == ["ofa_eval.store.database imports ofa_eval.evaluation.pool (line 3): layer "
+                                     "ofa_eval.evaluation is not below ofa_eval.store"]
     siblings = {"ofa_eval.tasks.registry": {"ofa_eval.statistics.exact": 1}, "ofa_eval.statistics.exact": {}}
     assert len(upward_imports(siblings)) == 1
 

@@ -12,7 +12,7 @@ import pytest
 import synthetic_release
 from ofa_eval.results.analysis import compare_pool, correlate_pool
 from ofa_eval.results.formatting import render_protocol
-from ofa_eval.protocol import DrawOptions, ResamplingOptions, load_pool
+from ofa_eval.evaluation import DrawOptions, ResamplingOptions, load_pool
 from ofa_eval.store.database import connected
 from references import brute_force_curves, recorded_draws
 

@@ -108,7 +108,7 @@ def test_greedy_soup_materializes_round_by_round(store):
     assert result.exit_code == 0, result.output
     import json
 
-    from ofa_eval.protocol import load_pool, sample_draws
+    from ofa_eval.evaluation import load_pool, sample_draws
     from ofa_eval.store.database import connected
 
     with connected(str(store.db), read_only=True) as con:
@@ -181,7 +181,7 @@ def test_one_member_shortcut_matches_averaging_and_predicting(store, tmp_path):
     import polars as pl
 
     from ofa_eval.averages.materialize import make_average, plan
-    from ofa_eval.protocol import DrawOptions, pools_in_store
+    from ofa_eval.evaluation import DrawOptions, pools_in_store
     from ofa_eval.store.database import connected
     from producers.predict import predict_with_weights
 
@@ -203,7 +203,7 @@ def test_one_member_shortcut_matches_averaging_and_predicting(store, tmp_path):
 def test_materialization_jobs_through_submitit_match_local_ones(store, tmp_path, monkeypatch):
     """The SLURM path with submitit's local executor: the same folders, ingested alike."""
     from ofa_eval.commands.pipeline import executor_maker, materialize_here
-    from ofa_eval.protocol import DrawOptions
+    from ofa_eval.evaluation import DrawOptions
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     maker = executor_maker(tmp_path / "jobs", "local", {"timeout_min": 10})

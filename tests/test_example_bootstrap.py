@@ -93,7 +93,7 @@ def _quantiles(distribution, level):
 
 
 def _pool_and_draws(cli, n_draws, max_runs, seed):
-    from ofa_eval.protocol import load_pool, sample_draws
+    from ofa_eval.evaluation import load_pool, sample_draws
     from ofa_eval.store.database import connected
 
     with connected(str(cli.db), read_only=True) as con:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ofa_eval.common.keys import member_key
-from ofa_eval.protocol import DrawSet, MissingAverages, Pool, draw_scores, greedy_soup
+from ofa_eval.evaluation import DrawSet, MissingAverages, Pool, draw_scores, greedy_soup
 
 
 def make_pool(n_runs=6, seed=0, ties=False):
@@ -71,7 +71,7 @@ def test_a_greedy_soup_stops_at_the_first_unscored_candidate():
 
 
 def test_greedy_soup_is_not_among_the_paper_strategies_by_default():
-    from ofa_eval.protocol import strategy_pairs
+    from ofa_eval.evaluation import strategy_pairs
 
     assert all(strategy != "greedy-soup" for strategy, _ in strategy_pairs((), (), 5))
     assert strategy_pairs(("greedy-soup",), (), 5) == [("greedy-soup", v) for v in ("last", "src-dev", "ca")]

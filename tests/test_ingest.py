@@ -63,7 +63,7 @@ def test_protocol_on_ingested_runs_matches_brute_force(cli, grid, tmp_path):
     result = cli("protocol", "--strategy", "max-src-dev", "--strategy", "max-trg-dev", "--draws", 4,
                  "--seed", 9, "-R", 3, "--format", "csv")
     assert result.exit_code == 0, result.output
-    from ofa_eval.protocol import load_pool, sample_draws
+    from ofa_eval.evaluation import load_pool, sample_draws
     from ofa_eval.store.database import connected
 
     with connected(str(cli.db)) as con:

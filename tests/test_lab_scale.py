@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from ofa_eval.protocol import Pool, exact_rows, record_results
+from ofa_eval.evaluation import Pool, exact_rows, record_results
 from ofa_eval.store.database import connected
 
 LEARNING_RATES = (1e-5, 2e-5, 3e-5, 5e-5, 7e-5, 1e-4, 2e-4)

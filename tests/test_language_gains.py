@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ofa_eval.results.analysis import language_gains
-from ofa_eval.protocol import DrawOptions, ResamplingOptions, load_pool, sample_draws
+from ofa_eval.evaluation import DrawOptions, ResamplingOptions, load_pool, sample_draws
 from synthetic_runs import SUBJECTS, write_grid
 
 MODEL = "synthetic-model"

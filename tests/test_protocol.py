@@ -54,9 +54,9 @@ def test_fresh_draws_are_deterministic_and_follow_the_sampling_scheme(cli, synth
     assert run(3) == run(3)
     assert run(3) != run(4)
 
-    from ofa_eval.protocol import sample_draws
+    from ofa_eval.evaluation import sample_draws
     from ofa_eval.store.database import open_store
-    from ofa_eval.protocol import load_pool
+    from ofa_eval.evaluation import load_pool
 
     pool = load_pool(open_store(str(cli.db)), "ner", "tiny-model")
     draws = sample_draws(pool, 50, 6, seed=11)

@@ -83,7 +83,7 @@ def test_exact_selection_agrees_with_100000_sampled_draws(release_store):
     """Closed form against Monte Carlo through the protocol's own sampler, on the real runs."""
     import numpy as np
 
-    from ofa_eval.protocol import exact_rows, load_pool, sample_draws, selected_runs
+    from ofa_eval.evaluation import exact_rows, load_pool, sample_draws, selected_runs
     from ofa_eval.store.database import connected
 
     with connected(str(release_store), read_only=True) as con:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ofa_eval.protocol import Strategy, get_strategy, register_strategy, unregister_strategy
+from ofa_eval.evaluation import Strategy, get_strategy, register_strategy, unregister_strategy
 
 
 class FirstRun(Strategy):

@@ -33,7 +33,7 @@ from typing import Callable
 
 from ofa_eval.common.errors import OfaError
 from ofa_eval.jobs.slurm import Unfinished
-from ofa_eval.protocol import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
+from ofa_eval.evaluation import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
                                pools_in_store)
 from ofa_eval.artifacts.run_format import (AVERAGE_MANIFEST, AVERAGE_WEIGHTS, CA_SUBJECT, FORMAT_VERSION, MANIFEST,
                                  PREDICTIONS, predictions_folder, snapshot_subject)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ofa_eval.commands.options import (draw_options, draws_from, format_option, pairs_from, pairs_named, parse_pair,
-                                       pool_options, resampling_from, resampling_options, selection_options)
-
-ANALYSES = ("tracking", "regret", "languages", "source_ranking")
+from ofa_eval.api import ANALYSES
+from ofa_eval.commands.options import (draw_keywords, draw_options, draws_from, format_option, pairs_from,
+                                       pool_options, resampling_keywords, resampling_options, selection_keywords,
+                                       selection_options)
 
 
 def _echo_tables(results: dict[str, list[dict]], names, fmt: str) -> None:
@@ -28,33 +28,6 @@ def _echo_tables(results: dict[str, list[dict]], names, fmt: str) -> None:
 def _echo_notes(notes: list[str]) -> None:
     for note in dict.fromkeys(notes):
         click.echo(f"note: {note}", err=True)
-
-
-def _settings(params: dict, **extra) -> dict:
-    """What is stored with an analysis result so that it can be reproduced."""
-    options = draws_from(params)
-    draws = "automatic" if options.automatic else "recorded" if options.replay else "sampled"
-    return {"draws": draws, "seed": options.seed, "excluded": list(params["exclude"]), **extra,
-            "bootstrap": params["n_resamples"], "ci": params["ci_percent"], "bootstrap_seed": params["bootstrap_seed"]}
-
-
-def _pool_results(con, tasks, models, analyse) -> tuple[list, list[str]]:
-    """`analyse(pool)` for every chosen pool. Where the pools were not named, one that lacks what
-    the analysis needs (recorded draws, averaged models) is skipped with a note."""
-    from ofa_eval.protocol import IncompletePool, load_pool, pools_in_store
-
-    found, notes, errors = [], [], []
-    for task, model in pools_in_store(con, tasks, models):
-        try:
-            found.append((task, model, analyse(load_pool(con, task, model))))
-        except IncompletePool as gap:
-            if tasks and models:
-                raise
-            notes.append(f"skipped {gap.short}")
-            errors.append(gap)
-    if not found:
-        raise errors[0]
-    return found, notes
 
 
 @click.command("correlate")
@@ -79,23 +52,12 @@ def correlate(ctx, analyses, fmt, **params):
     source_ranking  per target language, Spearman between the runs' source-language validation score
                     and their test score in that language
     """
-    from ofa_eval.results.analysis import correlate_pool
-    from ofa_eval.protocol import record_analysis
-    from ofa_eval.store.database import connected, transaction
+    from ofa_eval.api import correlate_tables
 
-    resampling, pairs, options = resampling_from(params), pairs_from(params), draws_from(params)
-    settings = _settings(params, max_runs=params["max_runs"])
-    results: dict[str, list[dict]] = {name: [] for name in ANALYSES}
-    with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
-        found, notes = _pool_results(con, params["tasks"], params["models"], lambda pool: correlate_pool(
-            con, pool, pairs, options, params["max_runs"], resampling, skip_missing=not pairs_named(params)))
-        for task, model, pool_results in found:
-            notes += pool_results.notes
-            for name, rows in pool_results.items():
-                results[name] += rows
-                record_analysis(con, name, task, model, rows, settings)
-    _echo_notes(notes)
-    _echo_tables(results, analyses or ANALYSES, fmt)
+    result = correlate_tables(ctx.obj["db_path"], **selection_keywords(params), **draw_keywords(params),
+                              **resampling_keywords(params))
+    _echo_notes(result.notes)
+    _echo_tables(result.tables, analyses or ANALYSES, fmt)
 
 
 @click.command("compare")
@@ -118,24 +80,12 @@ def compare(ctx, a, b, correction, fmt, **params):
     corrected across languages. Without --task and --model, a pool that lacks what A or B
     needs (recorded draws, averaged models) is skipped with a note.
     """
-    from ofa_eval.results.analysis import compare_pool
-    from ofa_eval.protocol import record_analysis
-    from ofa_eval.store.database import connected, transaction
+    from ofa_eval.api import compare_tables
 
-    resampling, options = resampling_from(params), draws_from(params)
-    pair_a, pair_b = parse_pair(a, params["soup_k"]), parse_pair(b, params["soup_k"])
-    settings = {"a": a, "b": b, **_settings(params, correction=correction, resample=resampling.resample)}
-    results = {"by_r": [], "by_language": []}
-    with connected(ctx.obj["db_path"], must_exist=True) as con, transaction(con):
-        found, notes = _pool_results(con, params["tasks"], params["models"], lambda pool: compare_pool(
-            con, pool, pair_a, pair_b, options, params["max_runs"], resampling, correction))
-        for task, model, pool_results in found:
-            notes += pool_results.notes
-            for name, rows in pool_results.items():
-                results[name] += rows
-                record_analysis(con, f"compare_{name}", task, model, rows, settings)
-    _echo_notes(notes)
-    _echo_tables(results, list(results), fmt)
+    result = compare_tables(ctx.obj["db_path"], a, b, **selection_keywords(params), **draw_keywords(params),
+                            **resampling_keywords(params), correction=correction)
+    _echo_notes(result.notes)
+    _echo_tables(result.tables, list(result.tables), fmt)
 
 
 @click.command("report")
@@ -157,22 +107,16 @@ def report(ctx, out, materialize, **params):
     computed (averaged models that are missing, pools without recorded draws to replay) is
     left out and listed in the report's Skipped section and on stderr.
     """
-    from pathlib import Path
+    from ofa_eval.api import report_files
 
-    from ofa_eval.protocol import pools_in_store
-    from ofa_eval.results.report import write_report
-    from ofa_eval.store.database import connected
-
-    resampling, pairs, options, db_path = resampling_from(params), pairs_from(params), draws_from(params), \
-        ctx.obj["db_path"]
+    db_path = ctx.obj["db_path"]
     if materialize:
         from ofa_eval.commands.pipeline import materialize_here
 
-        materialize_here(db_path, params["tasks"], params["models"], pairs, options, params["max_runs"])
-    with connected(db_path, read_only=True) as con:
-        md_path, html_path, notes = write_report(
-            con, pools_in_store(con, params["tasks"], params["models"]), pairs, options, params["max_runs"], Path(out),
-            resampling, skip_missing=not pairs_named(params), skip_pools=not (params["tasks"] and params["models"]))
+        materialize_here(db_path, params["tasks"], params["models"], pairs_from(params), draws_from(params),
+                         params["max_runs"])
+    md_path, html_path, notes = report_files(db_path, out, **selection_keywords(params), **draw_keywords(params),
+                                             **resampling_keywords(params))
     _echo_notes(notes)
     click.echo(f"wrote {md_path} and {html_path}")
 

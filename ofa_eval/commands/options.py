@@ -1,8 +1,9 @@
 """The options that several commands share, and the engine objects built from them.
 
 A command declares options with these decorators and receives them as keyword arguments;
-`pairs_from`, `draws_from` and `resampling_from` turn those into the engine's objects, so no
-command repeats the parsing or the checks.
+`*_keywords` turn those into the keywords of the notebook API (ofa_eval.api), which the
+commands call, so a flag and its keyword mean the same; `pairs_from` and `draws_from` give the
+engine's objects to the commands that make averaged models.
 """
 
 from __future__ import annotations
@@ -87,44 +88,38 @@ def format_option(choices=tuple(FORMATS)):
     return click.option("--format", "fmt", type=click.Choice(list(choices)), default="table", show_default=True)
 
 
+def selection_keywords(params: dict) -> dict:
+    """--task/--model/--strategy/--variant/--all as the notebook API's keywords (ofa_eval.api)."""
+    keywords = {"task": params["tasks"], "model": params["models"]}
+    if "strategies" in params:
+        keywords.update(strategy=params["strategies"], variant=params["variants"], all_pairs=params["all_pairs"])
+    return keywords
+
+
+def draw_keywords(params: dict) -> dict:
+    """--draws/--seed/--replay/--exclude-draw/--max-runs/--soup-k as the API's keywords."""
+    return {"draws": params["n_draws"], "seed": params["seed"], "replay": params["replay"],
+            "exclude_draws": params["exclude"], "max_runs": params["max_runs"], "soup_k": params["soup_k"]}
+
+
+def resampling_keywords(params: dict) -> dict:
+    """--ci/--bootstrap/--bootstrap-seed (and --resample) as the API's keywords."""
+    keywords = {"ci": params["ci_percent"], "bootstrap": params["n_resamples"],
+                "bootstrap_seed": params["bootstrap_seed"]}
+    if "resample" in params:
+        keywords["resample"] = params["resample"]
+    return keywords
+
+
 def pairs_from(params: dict) -> list[tuple[str, str]]:
     """The (strategy, variant) pairs that --strategy/--variant/--all ask for."""
-    from ofa_eval.protocol import strategy_pairs
+    from ofa_eval.api import pairs_for
 
-    everything = params.get("all_pairs")
-    return strategy_pairs(() if everything else params["strategies"], () if everything else params["variants"],
-                          params["soup_k"])
-
-
-def parse_pair(text: str, soup_k: int) -> tuple[str, str]:
-    """`accumulative:ca` -> ('accumulative', 'ca'), checked against the registry."""
-    from ofa_eval.common.errors import OfaError
-    from ofa_eval.protocol import strategy_pairs
-
-    if ":" not in text:
-        raise OfaError(f"{text!r}: write a pair as STRATEGY:VARIANT, e.g. accumulative:ca")
-    strategy, variant = text.split(":", 1)
-    return strategy_pairs((strategy,), (variant,), soup_k)[0]
+    return pairs_for(params["strategies"], params["variants"], params.get("all_pairs"), params["soup_k"])
 
 
 def draws_from(params: dict):
     """The `DrawOptions` of --draws/--seed/--replay/--exclude-draw; automatic where none is given."""
-    from ofa_eval.protocol import DrawOptions
+    from ofa_eval.api import draw_options
 
-    given = params["replay"] or params["exclude"] or params["n_draws"] is not None or params["seed"] is not None
-    return DrawOptions(replay=params["replay"], exclude=tuple(params["exclude"]),
-                       n_draws=10 if params["n_draws"] is None else params["n_draws"],
-                       seed=0 if params["seed"] is None else params["seed"], automatic=not given)
-
-
-def pairs_named(params: dict) -> bool:
-    """Whether --strategy, --variant or --all chose the pairs (else what cannot be computed is skipped)."""
-    return bool(params.get("all_pairs") or params.get("strategies") or params.get("variants"))
-
-
-def resampling_from(params: dict, method: str = "percentile"):
-    """The `ResamplingOptions` of --ci/--bootstrap/--bootstrap-seed/--resample."""
-    from ofa_eval.protocol import ResamplingOptions
-
-    return ResamplingOptions(level=params["ci_percent"] / 100, n_resamples=params["n_resamples"], method=method,
-                             seed=params["bootstrap_seed"], resample=params.get("resample", "draws"))
+    return draw_options(params["n_draws"], params["seed"], params["replay"], params["exclude"])

@@ -32,7 +32,7 @@ def quickstart(directory, tasks, n_draws, seed, no_averaging):
     """
     from ofa_eval.results.formatting import render_protocol
     from ofa_eval.artifacts.ingest import ingest_runs
-    from ofa_eval.protocol import DrawOptions, compute_protocol, pools_in_store, strategy_pairs
+    from ofa_eval.evaluation import DrawOptions, compute_protocol, pools_in_store, strategy_pairs
     from ofa_eval.store.database import connected, transaction
     from producers.quickstart import train_quickstart_grid
 

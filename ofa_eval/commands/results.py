@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ofa_eval.commands.options import (FORMATS, draw_options, draws_from, format_option, pairs_from, pairs_named,
-                                       resampling_options, selection_options)
+from ofa_eval.commands.options import (FORMATS, draw_keywords, draw_options, draws_from, format_option, pairs_from,
+                                       resampling_keywords, resampling_options, selection_keywords, selection_options)
 
 
 @click.command("protocol")
@@ -46,45 +46,20 @@ def protocol(ctx, materialize, exact, ci_method, fmt, **params):
     test examples, stratified by language and shared by every run, average and strategy, so
     the interval covers test-set sampling too.
     """
-    from ofa_eval.commands.options import resampling_from
-    from ofa_eval.common.errors import OfaError
+    from ofa_eval.api import protocol_tables
     from ofa_eval.results.formatting import render_protocol
-    from ofa_eval.protocol import compute_protocol, pools_in_store
-    from ofa_eval.store.database import connected, transaction
 
-    interval = None
-    if params["ci_percent"] is not None:
-        interval = resampling_from(params, method=ci_method)
-    elif params["resample"] != "draws":
-        raise OfaError("--resample applies to a confidence interval: add --ci 95")
-    pairs, options, db_path = pairs_from(params), draws_from(params), ctx.obj["db_path"]
-    tasks, models, max_runs = params["tasks"], params["models"], params["max_runs"]
-    if exact:
-        return click.echo(render_protocol(_exact_rows(db_path, tasks, models, pairs, max_runs), fmt))
-    if materialize:
+    db_path = ctx.obj["db_path"]
+    if materialize and not exact:
         from ofa_eval.commands.pipeline import materialize_here
 
-        materialize_here(db_path, tasks, models, pairs, options, max_runs)
-    with connected(db_path, must_exist=True) as con, transaction(con):
-        rows, notes = compute_protocol(con, pools_in_store(con, tasks, models), pairs, options, max_runs,
-                                       params["soup_k"], skip_incomplete=not (tasks and models), interval=interval,
-                                       skip_missing_pairs=not pairs_named(params))
-    for note in notes:
+        materialize_here(db_path, params["tasks"], params["models"], pairs_from(params), draws_from(params),
+                         params["max_runs"])
+    result = protocol_tables(db_path, **selection_keywords(params), **draw_keywords(params),
+                             **resampling_keywords(params), exact=exact, ci_method=ci_method)
+    for note in result.notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(render_protocol(rows, fmt))
-
-
-def _exact_rows(db_path, tasks, models, pairs, max_runs) -> list[dict]:
-    from ofa_eval.protocol import exact_rows, load_pool, pools_in_store, record_results
-    from ofa_eval.store.database import connected, transaction
-
-    rows = []
-    with connected(db_path, must_exist=True) as con, transaction(con):
-        for task, model in pools_in_store(con, tasks, models):
-            pool_rows = exact_rows(load_pool(con, task, model), pairs, max_runs)
-            record_results(con, pool_rows, {"draws": "exact", "max_runs": max(r["runs"] for r in pool_rows)})
-            rows += pool_rows
-    return rows
+    click.echo(render_protocol(result.tables["protocol"], fmt))
 
 
 @click.command("check")
@@ -119,12 +94,10 @@ def grid(ctx, task, model, fmt):
     For each (learning rate, batch size): the source validation score and the mean target
     test score of every variant (LAST, SRC-DEV, CA, TRG-DEV), mean and std over seeds.
     """
+    from ofa_eval.api import grid_rows
     from ofa_eval.results.formatting import render_rows
-    from ofa_eval.results.hyperparameters import grid_rows
-    from ofa_eval.store.database import connected
 
-    with connected(ctx.obj["db_path"], read_only=True) as con:
-        rows, columns = grid_rows(con, task, model)
+    rows, columns = grid_rows(ctx.obj["db_path"], task, model)
     click.echo(render_rows(rows, columns, fmt, digits=2))
 
 

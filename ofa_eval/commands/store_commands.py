@@ -78,12 +78,10 @@ def sql(ctx, query, fmt):
     (INSERT, CREATE, ATTACH, SET, PRAGMA, COPY ... TO, ...) is refused before it runs: sql
     writes only to standard output; export with --format csv or json and a redirect.
     """
+    from ofa_eval.api import sql_rows
     from ofa_eval.results.formatting import render_rows
-    from ofa_eval.store.read_only_sql import run_query
-    from ofa_eval.store.database import connected
 
-    with connected(ctx.obj["db_path"], read_only=True) as con:
-        result = run_query(con, query)
+    result = sql_rows(ctx.obj["db_path"], query)
     if result is not None:
         click.echo(render_rows(result[1], result[0], fmt))
 

@@ -27,9 +27,9 @@ from ofa_eval.statistics import bootstrap
 from ofa_eval.statistics.correlation import COEFFICIENTS, is_constant
 from ofa_eval.statistics.draw_diversity import describe_repeats, draw_groups, paired_groups
 from ofa_eval.common.errors import OfaError
-from ofa_eval.protocol import (DrawOptions, Pool, ResamplingOptions, available_curves, curve_models, load_pool,
+from ofa_eval.evaluation import (DrawOptions, Pool, ResamplingOptions, available_curves, curve_models, load_pool,
                                pair_curves, pool_max_runs)
-from ofa_eval.protocol.curves import skip_notes
+from ofa_eval.evaluation.curves import skip_notes
 
 ORACLE = ("max-trg-dev", "trg-dev")
 
@@ -333,7 +333,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
     """Paired A - B per r (CI, P(A > B)), and per language at r = R with corrected p-values.
 
     The per-r intervals resample distinct draws, or with `resampling.resample == 'draws+examples'` draws and
-    target test examples jointly (ofa_eval.protocol.joint_bootstrap), the same resamples for A and B.
+    target test examples jointly (ofa_eval.evaluation.joint_bootstrap), the same resamples for A and B.
     """
     rng, n_resamples, level = resampling.rng(), resampling.n_resamples, resampling.level
     seed, resample = resampling.seed, resampling.resample
@@ -344,7 +344,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
     groups_by_r = paired_draw_groups(draws_a, draws_b, max_runs)
     joint = None
     if resample == "draws+examples":
-        from ofa_eval.protocol.joint_bootstrap import joint_cells
+        from ofa_eval.evaluation.joint_bootstrap import joint_cells
 
         cells = joint_cells(con, pool, curves, max_runs, n_resamples, seed)
         joint = cells[a] - cells[b]
@@ -457,7 +457,7 @@ def _example_stats(con, pool: Pool, cells: list[list], examples: bool | None, as
     """(subject index per side and draw, per-language statistics) for the joint bootstrap, or None
     where examples are not resampled: `examples` False, or None (automatic) and some model compared
     has no per-example statistics."""
-    from ofa_eval.protocol.joint_bootstrap import load_language_stats
+    from ofa_eval.evaluation.joint_bootstrap import load_language_stats
 
     if examples is False:
         return None

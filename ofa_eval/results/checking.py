@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ofa_eval.common.errors import OfaError
 from ofa_eval.results.formatting import PROTOCOL_COLUMNS
-from ofa_eval.protocol import DrawOptions, compute_protocol, get_strategy, pools_in_store
+from ofa_eval.evaluation import DrawOptions, compute_protocol, get_strategy, pools_in_store
 from ofa_eval.store.database import connected
 
 DEFAULT_TOLERANCE = 0.1

@@ -23,9 +23,9 @@ from ofa_eval.statistics import bootstrap
 from ofa_eval.results.analysis import GAIN_PAIRS, pool_language_gains
 from ofa_eval.statistics.correlation import pearson, spearman
 from ofa_eval.results.formatting import render_protocol
-from ofa_eval.protocol import (DrawOptions, IncompletePool, Pool, ResamplingOptions, Skipped, available_curves,
+from ofa_eval.evaluation import (DrawOptions, IncompletePool, Pool, ResamplingOptions, Skipped, available_curves,
                                get_strategy, load_pool, pool_max_runs, protocol_rows)
-from ofa_eval.protocol.curves import listed, skip_notes
+from ofa_eval.evaluation.curves import listed, skip_notes
 
 LINE_STYLES = {"last": ":", "src-dev": "--", "ca": "-", "trg-dev": "-", "top": "-."}
 FILL_STYLES = {"last": "none", "src-dev": "left"}  # hollow LAST and half-filled SRC-DEV markers; others full
@@ -173,7 +173,7 @@ def _integer_r_axis(ax, max_runs: int) -> None:
 
 
 @_styled
-def plot_curves(curves: dict, out: Path, title: str, rng, resampling: ResamplingOptions) -> list[Path]:
+def plot_curves(curves: dict, title: str, rng, resampling: ResamplingOptions):
     fig, ax = _pyplot().subplots(figsize=(8, 5.2), layout="constrained")
     for offset, ((strategy, variant), (_, scores)) in zip(side_offsets(len(curves)), curves.items()):
         mean, low, high = mean_bands(scores, rng, resampling)
@@ -190,12 +190,12 @@ def plot_curves(curves: dict, out: Path, title: str, rng, resampling: Resampling
     ax.set_title(f"{title}: score against r ({int(resampling.level * 100)}% bootstrap bands over draws)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=min(4, len(curves)), frameon=False)
-    return _save(fig, out)
+    return fig
 
 
 @_styled
-def plot_language_gain(languages: list[str], gain: np.ndarray, low: np.ndarray, high: np.ndarray, out: Path,
-                       title: str, r: int, level: float) -> list[Path]:
+def plot_language_gain(languages: list[str], gain: np.ndarray, low: np.ndarray, high: np.ndarray, title: str,
+                       r: int, level: float):
     """One bar per language, sorted by gain, with its bootstrap interval as an error bar."""
     order = np.argsort(gain)
     fig, ax = _pyplot().subplots(figsize=(7.5, max(3.0, 0.3 * len(languages) + 1.6)), layout="constrained")
@@ -211,7 +211,7 @@ def plot_language_gain(languages: list[str], gain: np.ndarray, low: np.ndarray, 
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"accumulative CA minus Max SRC-DEV (S-DEV), r = {r} (points; bars: {int(level * 100)}% intervals)")
     ax.set_title(f"{title}: per-language gain of averaging")
-    return _save(fig, out)
+    return fig
 
 
 def coincident_points(x: np.ndarray, y: np.ndarray) -> Counter:
@@ -220,8 +220,8 @@ def coincident_points(x: np.ndarray, y: np.ndarray) -> Counter:
 
 
 @_styled
-def plot_source_vs_target(source: np.ndarray, target: np.ndarray, out: Path, title: str,
-                          source_name: str = "source-language validation") -> list[Path]:
+def plot_source_vs_target(source: np.ndarray, target: np.ndarray, title: str,
+                          source_name: str = "source-language validation"):
     places = coincident_points(source, target)
     (xs, ys), counts = np.array(list(places)).T, np.array(list(places.values()))
     fig, ax = _pyplot().subplots(figsize=(6, 5.2), layout="constrained")
@@ -240,14 +240,16 @@ def plot_source_vs_target(source: np.ndarray, target: np.ndarray, out: Path, tit
     ax.set_title(f"{title}: SRC-DEV snapshots of {len(source)} runs\n"
                  f"Pearson {_coefficient(pearson(source, target))}, Spearman {_coefficient(spearman(source, target))}")
     ax.grid(alpha=0.3)
-    return _save(fig, out)
+    return fig
 
 
 def _coefficient(value) -> str:
     return "undefined (constant scores)" if math.isnan(float(value)) else f"{float(value):.2f}"
 
 
-def _save(fig, out: Path) -> list[Path]:
+@_styled
+def save_figure(fig, out: Path) -> list[Path]:
+    """`out`.png and `out`.svg (the SVG keeps its text as text); the figure is closed after."""
     paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
     for path in paths:
         fig.savefig(path, dpi=130, bbox_inches="tight")
@@ -263,30 +265,30 @@ def coinciding_curves(curves: dict) -> list[list[tuple[str, str]]]:
     return [pairs for pairs in groups.values() if len(pairs) > 1]
 
 
-def curves_part(curves: dict, figure: Path) -> list[str]:
+def curves_part(curves: dict, figure: str) -> list[str]:
     notes = [listed([f"{s} {v}" for s, v in pairs]) + " have the same mean at every r."
              for pairs in coinciding_curves(curves)]
     shift = float(side_offsets(len(curves)).max())
-    return [f"![score against r]({figure.name})", "",
+    return [f"![score against r]({figure}.png)", "",
             "Colour and marker: strategy; line style: variant (dotted LAST with hollow markers, dashed "
             f"SRC-DEV with half-filled ones, solid CA). At each r the curves sit side by side (shifted by at "
             f"most ±{shift:.3g}) so that equal values stay visible.", "", *notes, *([""] if notes else [])]
 
 
-def gain_part(con, pool: Pool, curves: dict, max_runs: int, out: Path, title: str,
-              resampling: ResamplingOptions) -> tuple[list[str], list[Path]]:
+def gain_part(con, pool: Pool, curves: dict, max_runs: int, figure_name: str, title: str,
+              resampling: ResamplingOptions) -> tuple[list[str], object]:
     """The per-language gain of accumulative CA over Max SRC-DEV (S-DEV) at r = R: a table and a figure."""
     a, b = GAIN_PAIRS
     gains = pool_language_gains(con, pool, (curves[a][0], a), (curves[b][0], b), max_runs, resampling)
     names = [f"{d}/{lang}" for d, lang in zip(gains["dataset"], gains["language"])]
     gain, low, high = (gains[c].to_numpy().astype(float) for c in ("gain", "ci_low", "ci_high"))
-    figure = plot_language_gain(names, gain, low, high, out, title, max_runs, resampling.level)
+    figure = plot_language_gain(names, gain, low, high, title, max_runs, resampling.level)
     resampled = "draws and test examples" if gains["resampled"][0] == "draws+examples" else "draws"
     return [f"Accumulative CA averaging beats Max SRC-DEV (S-DEV) at r = {max_runs} in "
             f"{int((gain > 0).sum())} of {len(gain)} target languages (mean gain {np.mean(gain):+.2f} points); "
             f"the {int(resampling.level * 100)}% interval lies above 0 in {int((low > 0).sum())} and below 0 in "
             f"{int((high < 0).sum())} (paired bootstrap over {resampled}).", "",
-            *gain_table(gains, names), "", f"![per-language gain]({figure[0].name})", ""], figure
+            *gain_table(gains, names), "", f"![per-language gain]({figure_name}.png)", ""], figure
 
 
 def gain_table(gains, names: list[str]) -> list[str]:
@@ -313,22 +315,23 @@ def ties_note(places: Counter) -> list[str]:
             "drawn larger, in orange, and labelled ×n with their number.", ""]
 
 
-def scatter_part(pool: Pool, facts: PoolFacts, out: Path, title: str) -> tuple[list[str], list[Path]] | None:
+def scatter_part(pool: Pool, facts: PoolFacts, figure_name: str, title: str) -> tuple[list[str], object] | None:
     runs = sorted(set(pool.criteria.get("src-dev", {})) & set(pool.target_test.get("src-dev", {})))
     if len(runs) <= 2:
         return None
     source = np.array([pool.criteria["src-dev"][r] for r in runs])
     target = np.array([pool.target_test["src-dev"][r] for r in runs])
-    figure = plot_source_vs_target(source, target, out, title, facts.source_validation)
+    figure = plot_source_vs_target(source, target, title, facts.source_validation)
     return [f"Across {len(runs)} runs, the Spearman correlation of {facts.source_validation} and mean target "
             f"test score of SRC-DEV snapshots is {_coefficient(spearman(source, target))}.", "",
-            f"![source vs target]({figure[0].name})", "", *ties_note(coincident_points(source, target))], figure
+            f"![source vs target]({figure_name}.png)", "", *ties_note(coincident_points(source, target))], figure
 
 
-def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, out: Path, rng,
-                 resampling: ResamplingOptions, skip_missing: bool = False) -> tuple[str, dict, list[Skipped]]:
-    """Markdown for one pool, the figures it refers to, and what it left out (pairs whose averaged
-    models are missing, with `skip_missing`; otherwise they are an error)."""
+def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, rng, resampling: ResamplingOptions,
+                 skip_missing: bool = False) -> tuple[str, dict, list[Skipped]]:
+    """Markdown for one pool, the matplotlib figures it refers to ({file stem: Figure}; the text links
+    `<stem>.png`), and what it left out (pairs whose averaged models are missing, with
+    `skip_missing`; otherwise they are an error)."""
     max_runs = pool_max_runs(pool, max_runs)
     options = options.for_pool(con, pool)
     common, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
@@ -337,22 +340,22 @@ def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, ou
     facts = pool_facts(con, pool)
     title = f"{pool.task} / {pool.model}"
     stem = f"{pool.task}-{pool.model}"
-    figures = {"curves": plot_curves(curves, out / f"{stem}-curves", title, rng, resampling)}
+    figures = {f"{stem}-curves": plot_curves(curves, title, rng, resampling)}
     text = [f"## {title}", "", *describe_pool(pool, facts, options, len(common.runs), max_runs),
             render_protocol(protocol_rows(pool, curves, max_runs), "markdown"), "",
-            *curves_part(curves, figures["curves"][0])]
+            *curves_part(curves, f"{stem}-curves")]
     if all(pair in curves for pair in GAIN_PAIRS):
-        lines, figures["gain"] = gain_part(con, pool, curves, max_runs, out / f"{stem}-language-gain", title,
-                                           resampling)
+        lines, figures[f"{stem}-language-gain"] = gain_part(con, pool, curves, max_runs, f"{stem}-language-gain",
+                                                            title, resampling)
         text += lines
     else:
         absent = listed([" ".join(pair) for pair in GAIN_PAIRS if pair not in curves])
         compared = " with ".join(" ".join(pair) for pair in GAIN_PAIRS)
         skipped.append(Skipped(pool.name, "per-language gain", f"it compares {compared}, and {absent} is not "
                                "computed here"))
-    scatter = scatter_part(pool, facts, out / f"{stem}-source-vs-target", title)
+    scatter = scatter_part(pool, facts, f"{stem}-source-vs-target", title)
     if scatter is not None:
-        lines, figures["scatter"] = scatter
+        lines, figures[f"{stem}-source-vs-target"] = scatter
         text += lines
     else:
         skipped.append(Skipped(pool.name, "source-vs-target figure", "fewer than 3 runs have SRC-DEV scores"))
@@ -367,42 +370,64 @@ def skipped_part(skipped: list[Skipped]) -> list[str]:
             *[f"- {note.removeprefix('skipped ')}" for note in skip_notes(skipped)], ""]
 
 
-def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Path,
-                 resampling: ResamplingOptions, skip_missing: bool = False,
-                 skip_pools: bool = False) -> tuple[Path, Path, list[str]]:
-    """report.md and report.html in `out`, and one note per thing left out.
+@dataclass
+class ReportContents:
+    """The report's pool sections (Markdown), their figures ({file stem: matplotlib Figure}) and what
+    was left out."""
 
-    `skip_missing` (the pairs were not chosen): pairs whose averaged models are missing are left
-    out; `skip_pools` (the pools were not chosen): a pool without what the report needs is left
-    out. Both are listed in the report's "Skipped" section; otherwise they are errors.
-    """
-    out.mkdir(parents=True, exist_ok=True)
+    sections: list[str]
+    figures: dict
+    skipped: list[Skipped]
+
+    @property
+    def notes(self) -> list[str]:
+        return skip_notes(self.skipped)
+
+
+def report_sections(con, pools, pairs, options: DrawOptions, max_runs: int, resampling: ResamplingOptions,
+                    skip_missing: bool = False, skip_pools: bool = False) -> ReportContents:
+    """Every pool's section and figures. `skip_missing` (the pairs were not chosen): pairs whose
+    averaged models are missing are left out; `skip_pools` (the pools were not chosen): a pool
+    without what the report needs is left out. Both are listed as skipped; otherwise they are errors."""
     rng = resampling.rng()
-    sections, skipped, errors = [], [], []
+    contents, errors = ReportContents([], {}, []), []
     for task, model in pools:
         pool = load_pool(con, task, model)
         try:
-            text, _, left_out = pool_section(con, pool, pairs, options, max_runs, out, rng, resampling, skip_missing)
+            text, figures, left_out = pool_section(con, pool, pairs, options, max_runs, rng, resampling, skip_missing)
         except IncompletePool as gap:
             if not skip_pools:
                 raise
-            skipped.append(Skipped(pool.name, "", gap.short.removeprefix(f"{pool.name}: ")))
+            contents.skipped.append(Skipped(pool.name, "", gap.short.removeprefix(f"{pool.name}: ")))
             errors.append(gap)
             continue
-        sections.append(text)
-        skipped += left_out
-    if not sections:
+        contents.sections.append(text)
+        contents.figures.update(figures)
+        contents.skipped += left_out
+    if not contents.sections:
         raise errors[0]
+    return contents
+
+
+def write_report(con, pools, pairs, options: DrawOptions, max_runs: int, out: Path,
+                 resampling: ResamplingOptions, skip_missing: bool = False,
+                 skip_pools: bool = False) -> tuple[Path, Path, list[str]]:
+    """report.md and report.html in `out` with their figures, and one note per thing left out
+    (`report_sections` says what is left out and when)."""
+    out.mkdir(parents=True, exist_ok=True)
+    contents = report_sections(con, pools, pairs, options, max_runs, resampling, skip_missing, skip_pools)
+    for stem, figure in contents.figures.items():
+        save_figure(figure, out / stem)
     intro = ["# ofa-eval report", "",
              "Mean over draws for r = 1..R runs (percent); bands are "
              f"{int(resampling.level * 100)}% percentile bootstrap intervals of the mean over draws "
              f"({resampling.n_resamples} resamples, seed {resampling.seed}). Draws: {options.describe()}.", ""]
-    markdown = "\n".join(intro + skipped_part(skipped) + sections)
+    markdown = "\n".join(intro + skipped_part(contents.skipped) + contents.sections)
     md_path = out / "report.md"
     md_path.write_text(markdown)
     html_path = out / "report.html"
     html_path.write_text(markdown_to_html(markdown))
-    return md_path, html_path, skip_notes(skipped)
+    return md_path, html_path, contents.notes
 
 
 def markdown_to_html(markdown: str) -> str:

@@ -6,7 +6,7 @@
 - `correlation`: Pearson, Spearman and Kendall's tau-b with ties;
 - `draw_diversity`: which draws hold the same runs, so that intervals count them once.
 
-The joint draws x examples bootstrap of the protocol (`ofa_eval.protocol.joint_bootstrap`) applies
+The joint draws x examples bootstrap of the protocol (`ofa_eval.evaluation.joint_bootstrap`) applies
 these primitives to a pool's stored per-example statistics.
 """
 

@@ -5,7 +5,7 @@ Each metric splits into two steps so that a bootstrap can resample examples chea
 - ``example_stats(gold, pred)`` turns predictions into sufficient statistics, one value per
   example (a 1-D array per statistic);
 - ``from_sums(sums, n)`` computes the metric from the statistics summed over n examples (what
-  the joint bootstrap in ofa_eval/protocol/joint_bootstrap.py resamples through);
+  the joint bootstrap in ofa_eval/evaluation/joint_bootstrap.py resamples through);
 - ``aggregate(stats)`` reduces those statistics over the last axis, so arrays of shape
   ``(B, n_examples)`` (B bootstrap resamples, built by fancy-indexing the 1-D arrays) give B
   metric values at once. Values are in percent (0-100).

@@ -27,8 +27,8 @@ import numpy as np
 
 from ofa_eval.common.errors import OfaError
 from ofa_eval.common.keys import member_key
-from ofa_eval.protocol.draws import DrawSet
-from ofa_eval.protocol.pool import Pool
+from ofa_eval.evaluation.draws import DrawSet
+from ofa_eval.evaluation.pool import Pool
 
 # What one (draw, r) cell is scored on: ('run', variant, run_id) or ('average', recipe, member key).
 Model = tuple[str, str, object]

@@ -14,11 +14,11 @@ import numpy as np
 
 from ofa_eval.statistics.draw_diversity import describe_repeats, distinct_draws
 from ofa_eval.common.errors import OfaError
-from ofa_eval.protocol.draws import DrawOptions, DrawSet
-from ofa_eval.protocol.pool import IncompletePool, Pool, load_pool, pool_max_runs
-from ofa_eval.protocol.recording import record_results
-from ofa_eval.protocol.resampling import ResamplingOptions, interval_bounds
-from ofa_eval.protocol.strategies import MissingAverages, curve_models, get_strategy
+from ofa_eval.evaluation.draws import DrawOptions, DrawSet
+from ofa_eval.evaluation.pool import IncompletePool, Pool, load_pool, pool_max_runs
+from ofa_eval.evaluation.recording import record_results
+from ofa_eval.evaluation.resampling import ResamplingOptions, interval_bounds
+from ofa_eval.evaluation.strategies import MissingAverages, curve_models, get_strategy
 
 
 def draw_scores(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_runs: int) -> np.ndarray:

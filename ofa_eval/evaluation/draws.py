@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ofa_eval.common.errors import OfaError
-from ofa_eval.protocol.pool import IncompletePool, Pool
+from ofa_eval.evaluation.pool import IncompletePool, Pool
 
 
 @dataclass(frozen=True)

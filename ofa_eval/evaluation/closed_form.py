@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ofa_eval.common.errors import OfaError
 from ofa_eval.statistics.exact import expected_selection_curve
-from ofa_eval.protocol.draws import possible_draws
-from ofa_eval.protocol.pool import Pool, pool_max_runs
-from ofa_eval.protocol.strategies import get_strategy, registered
+from ofa_eval.evaluation.draws import possible_draws
+from ofa_eval.evaluation.pool import Pool, pool_max_runs
+from ofa_eval.evaluation.strategies import get_strategy, registered
 
 
 def exact_rows(pool: Pool, pairs, max_runs: int) -> list[dict]:

@@ -11,15 +11,15 @@
 The names below are the package's public interface.
 """
 
-from ofa_eval.protocol.closed_form import exact_rows
-from ofa_eval.protocol.curves import (Skipped, available_curves, compute_protocol, describe_missing, draw_scores,
+from ofa_eval.evaluation.closed_form import exact_rows
+from ofa_eval.evaluation.curves import (Skipped, available_curves, compute_protocol, describe_missing, draw_scores,
                                       pair_curves, protocol_rows, summarize)
-from ofa_eval.protocol.draws import DrawOptions, DrawSet, possible_draws, recorded_draws, sample_draws
-from ofa_eval.protocol.pool import (DEFAULT_MAX_RUNS, AveragedMembers, IncompletePool, Pool, load_pool,
+from ofa_eval.evaluation.draws import DrawOptions, DrawSet, possible_draws, recorded_draws, sample_draws
+from ofa_eval.evaluation.pool import (DEFAULT_MAX_RUNS, AveragedMembers, IncompletePool, Pool, load_pool,
                                     pool_max_runs, pools_in_store)
-from ofa_eval.protocol.recording import record_analysis, record_results
-from ofa_eval.protocol.resampling import RESAMPLING_LEVELS, ResamplingOptions, interval_bounds
-from ofa_eval.protocol.strategies import (STRATEGIES, GreedyPath, MissingAverages, Model, PlotStyle, Strategy,
+from ofa_eval.evaluation.recording import record_analysis, record_results
+from ofa_eval.evaluation.resampling import RESAMPLING_LEVELS, ResamplingOptions, interval_bounds
+from ofa_eval.evaluation.strategies import (STRATEGIES, GreedyPath, MissingAverages, Model, PlotStyle, Strategy,
                                           curve_models, get_strategy, greedy_soup, register_strategy, registered,
                                           selected_runs, strategy_pairs, unregister_strategy)
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from ofa_eval.statistics.bootstrap import bootstrap_ci
 from ofa_eval.common.errors import OfaError
-from ofa_eval.protocol.joint_bootstrap import joint_intervals
-from ofa_eval.protocol.pool import Pool
+from ofa_eval.evaluation.joint_bootstrap import joint_intervals
+from ofa_eval.evaluation.pool import Pool
 
 RESAMPLING_LEVELS = ("draws", "draws+examples")
 
@@ -24,7 +24,7 @@ class ResamplingOptions:
     """A bootstrap at confidence `level` with `n_resamples` resamples from `seed`.
 
     `resample`: 'draws' resamples whole draws; 'draws+examples' also resamples the target test
-    examples through their stored per-example statistics (`ofa_eval.protocol.joint_bootstrap`).
+    examples through their stored per-example statistics (`ofa_eval.evaluation.joint_bootstrap`).
     """
 
     level: float = 0.95

@@ -25,8 +25,8 @@ import polars as pl
 
 from ofa_eval.statistics import bootstrap
 from ofa_eval.common.errors import OfaError
-from ofa_eval.protocol.pool import Pool
-from ofa_eval.protocol.strategies import Model, curve_models
+from ofa_eval.evaluation.pool import Pool
+from ofa_eval.evaluation.strategies import Model, curve_models
 from ofa_eval.tasks.registry import get_task
 
 
