@@ -114,3 +114,12 @@ def synthetic_runs_grid(tmp_path):
     (folder, {run name: (config, truth)})."""
     folder = tmp_path / "runs"
     return folder, write_grid(folder)
+
+
+@pytest.fixture
+def ingested(cli, tmp_path):
+    """The 3 x 2 x 2 NLI grid of synthetic_runs.py ingested into the `cli` store; returns its truth."""
+    grid = write_grid(tmp_path / "runs")
+    result = cli("ingest", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    return grid

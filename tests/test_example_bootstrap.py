@@ -11,18 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from synthetic_runs import SUBJECTS, write_grid
+from synthetic_runs import SUBJECTS
 
 MODEL = "synthetic-model"
 LANGUAGES = ("de", "sw")  # sorted as the store's 'xnli/de', 'xnli/sw'
-
-
-@pytest.fixture
-def ingested(cli, tmp_path):
-    grid = write_grid(tmp_path / "runs")
-    result = cli("ingest", tmp_path / "runs", "--quiet")
-    assert result.exit_code == 0, result.output
-    return grid
 
 
 def _csv(cli, query):

@@ -11,19 +11,11 @@ import pytest
 
 from ofa_eval.results.analysis import language_gains
 from ofa_eval.evaluation import DrawOptions, ResamplingOptions, load_pool, sample_draws
-from synthetic_runs import SUBJECTS, write_grid
+from synthetic_runs import SUBJECTS
 
 MODEL = "synthetic-model"
 LANGUAGES = ("de", "sw")  # the store sorts 'xnli/de' before 'xnli/sw'
 N_EXAMPLES = 40
-
-
-@pytest.fixture
-def ingested(cli, tmp_path):
-    grid = write_grid(tmp_path / "runs")
-    result = cli("ingest", tmp_path / "runs", "--quiet")
-    assert result.exit_code == 0, result.output
-    return grid
 
 
 def accuracy(pair, picks=None):

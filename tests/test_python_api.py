@@ -18,7 +18,7 @@ import pytest
 
 import ofa_eval
 from ofa_eval.common.errors import OfaError
-from tests.synthetic_release import write_release
+from synthetic_release import write_release
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "python-api.md"
