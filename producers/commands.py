@@ -144,7 +144,8 @@ def _train_on_slurm(experiments, runs, requests: dict, wait, wait_timeout, quiet
     if not wait:
         click.echo(f"logs: {runs / '_slurm'}; wait for them with --wait, then: ofa-eval ingest {runs}")
         return
-    outcome = wait_for(submission.jobs, done_check(runs), "waiting for runs", wait_timeout, progress=not quiet)
+    outcome = wait_for(submission.jobs, done_check(runs), "waiting for runs", wait_timeout, progress=not quiet,
+                       unit="run")
     if outcome.failed or outcome.waiting:
         finished = [runs / job.name for job in outcome.finished]
         raise Unfinished(runs / "_slurm", outcome, finished, resume_hint())

@@ -214,8 +214,10 @@ def make_averages_with(executor, plans: list[AveragePlan], out_root: Path, predi
           f"model(s), {len(queued)} already queued or running; {sum(map(is_done, names))} of {len(names)} "
           "averaged model(s) already made", file=sys.stderr)
     waiting = submitted + list(queued.values())
-    outcome = wait_for(waiting, is_done, "waiting for averaged models", timeout_min, progress) if wait else Outcome(
-        waiting=waiting)
+    if wait:
+        outcome = wait_for(waiting, is_done, "waiting for averaged models", timeout_min, progress, unit="model")
+    else:
+        outcome = Outcome(waiting=waiting)
     finished = [out_root / name for name in names if is_done(name)]
     if len(finished) < len(names):
         raise Unfinished(executor.folder, outcome, finished, resume_hint())

@@ -364,8 +364,11 @@ def submit_array(executor, label: str, calls: list[tuple[str | tuple[str, ...], 
 
 
 def wait_for(jobs: list[Job], is_done: Callable[[str], bool], label: str, timeout_min: float | None = None,
-             progress: bool = True, poll_s: float = 2.0, grace_s: float = GRACE_S) -> Outcome:
+             progress: bool = True, poll_s: float = 2.0, grace_s: float = GRACE_S, unit: str = "job") -> Outcome:
     """Poll until every job finished (its output is on disk) or ended without it, or the timeout.
+
+    The progress bar counts `jobs` by their outputs (one Job per output name, so a task of an
+    array that makes several outputs counts several times): `unit` names what an output is.
 
     A job is failed as soon as squeue shows it ended without its output (FAILED, CANCELLED,
     TIMEOUT, ...), when it can never start (then it is cancelled), or `grace_s` after it left
@@ -375,7 +378,7 @@ def wait_for(jobs: list[Job], is_done: Callable[[str], bool], label: str, timeou
 
     outcome, open_jobs, seen = Outcome(), list(jobs), _Sightings()
     start = time.monotonic()
-    with tqdm(total=len(jobs), desc=label, unit="job", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=len(jobs), desc=label, unit=unit, disable=not progress, file=sys.stderr) as bar:
         while open_jobs:
             states = _ask_queue((job.job_id for job in open_jobs if not is_done(job.name)), seen)
             if states is not None:
