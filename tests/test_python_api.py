@@ -135,9 +135,12 @@ def test_language_gains_name_every_target_language(store):
 def test_figures_are_the_reports_figures(store, tmp_path):
     import matplotlib.figure
 
+    backend = matplotlib.get_backend()
     figures = ofa_eval.figures(store.db, task="ner", model=MODEL, bootstrap=100)
     assert set(figures) == {f"ner-{MODEL}-curves", f"ner-{MODEL}-language-gain", f"ner-{MODEL}-source-vs-target"}
     assert all(isinstance(f, matplotlib.figure.Figure) for f in figures.values())
+    assert matplotlib.get_backend() == backend  # a notebook's backend is left alone, and pyplot knows no figure
+    assert "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
     curves = figures[f"ner-{MODEL}-curves"].axes[0]
     pairs = ofa_eval.protocol(store.db, task="ner", model=MODEL).select("strategy", "variant").unique()
     assert curves.get_xlabel() == "runs r" and len(curves.get_lines()) == pairs.height  # a curve per pair

@@ -127,13 +127,13 @@ def describe_pool(pool: Pool, facts: PoolFacts, options: DrawOptions, n_draws: i
             "configurations.", ""]
 
 
-def _pyplot():
-    import matplotlib
+def _new_axes(figsize: tuple[float, float]):
+    """A figure and its axes, made without pyplot: nothing is registered with (or shown by) a
+    notebook's backend, and the caller owns the figure."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
 
 
 def _styled(plot):
@@ -141,7 +141,9 @@ def _styled(plot):
 
     @functools.wraps(plot)
     def styled(*args, **kwargs):
-        with _pyplot().rc_context(FONTS):
+        import matplotlib
+
+        with matplotlib.rc_context(FONTS):
             return plot(*args, **kwargs)
 
     return styled
@@ -174,7 +176,7 @@ def _integer_r_axis(ax, max_runs: int) -> None:
 
 @_styled
 def plot_curves(curves: dict, title: str, rng, resampling: ResamplingOptions):
-    fig, ax = _pyplot().subplots(figsize=(8, 5.2), layout="constrained")
+    fig, ax = _new_axes((8, 5.2))
     for offset, ((strategy, variant), (_, scores)) in zip(side_offsets(len(curves)), curves.items()):
         mean, low, high = mean_bands(scores, rng, resampling)
         r = np.arange(1, len(mean) + 1) + offset
@@ -198,7 +200,7 @@ def plot_language_gain(languages: list[str], gain: np.ndarray, low: np.ndarray, 
                        r: int, level: float):
     """One bar per language, sorted by gain, with its bootstrap interval as an error bar."""
     order = np.argsort(gain)
-    fig, ax = _pyplot().subplots(figsize=(7.5, max(3.0, 0.3 * len(languages) + 1.6)), layout="constrained")
+    fig, ax = _new_axes((7.5, max(3.0, 0.3 * len(languages) + 1.6)))
     errors = np.array([gain - low, high - gain])[:, order]
     ax.barh(np.array(languages)[order], gain[order], color=np.where(gain[order] >= 0, "tab:red", "tab:blue"),
             xerr=np.nan_to_num(errors), error_kw={"ecolor": "black", "elinewidth": 1, "capsize": 2})
@@ -224,7 +226,7 @@ def plot_source_vs_target(source: np.ndarray, target: np.ndarray, title: str,
                           source_name: str = "source-language validation"):
     places = coincident_points(source, target)
     (xs, ys), counts = np.array(list(places)).T, np.array(list(places.values()))
-    fig, ax = _pyplot().subplots(figsize=(6, 5.2), layout="constrained")
+    fig, ax = _new_axes((6, 5.2))
     single, tied = counts == 1, counts > 1
     ax.scatter(xs[single], ys[single], s=30, color="tab:blue", alpha=0.7, edgecolors="black", linewidths=0.6,
                label="one run")
@@ -249,11 +251,10 @@ def _coefficient(value) -> str:
 
 @_styled
 def save_figure(fig, out: Path) -> list[Path]:
-    """`out`.png and `out`.svg (the SVG keeps its text as text); the figure is closed after."""
+    """`out`.png and `out`.svg (the SVG keeps its text as text)."""
     paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
     for path in paths:
         fig.savefig(path, dpi=130, bbox_inches="tight")
-    _pyplot().close(fig)
     return paths
 
 
