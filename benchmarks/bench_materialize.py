@@ -102,13 +102,13 @@ def draw_options(draws: int):
 
 
 def materialize_with(predictor, store: Path, out: Path, draws: int) -> dict:
-    from ofa_eval.averages.materialize import make_averages_here, materialize_missing
+    from ofa_eval.averages.materialize import make_averages, materialize_missing
 
     making = []
 
     def maker(plans, root):
         began, cpu = time.perf_counter(), time.process_time()
-        folders = make_averages_here(plans, root, predictor)
+        folders = make_averages(plans, root, predictor, progress=True)
         making.append((time.perf_counter() - began, time.process_time() - cpu))
         return folders
 

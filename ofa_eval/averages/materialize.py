@@ -143,18 +143,14 @@ def make_average(plan: AveragePlan, out_root: Path, predictor: Predictor,
     return folder
 
 
-def make_averages_here(plans: list[AveragePlan], out_root: Path, predictor: Predictor) -> list[Path]:
-    """Make the plans' folders in this process, one after another, with a progress bar."""
+def make_averages(plans: list[AveragePlan], out_root, predictor: Predictor, progress: bool = False) -> list[Path]:
+    """Make the plans' folders one after another in this process (one array task, or all of
+    them here with a progress bar), so that the predictor builds the model and tokenizes the
+    evaluation sets once for all of them."""
     from tqdm import tqdm
 
-    return [make_average(p, out_root, predictor)
-            for p in tqdm(plans, desc="materializing averaged models", unit="model")]
-
-
-def make_averages(plans: list[AveragePlan], out_root, predictor: Predictor) -> list[str]:
-    """One array task: make the plans' folders one after another in this process, so that the
-    predictor builds the model and tokenizes the evaluation sets once for all of them."""
-    return [str(make_average(p, Path(out_root), predictor)) for p in plans]
+    return [make_average(p, Path(out_root), predictor)
+            for p in tqdm(plans, desc="materializing averaged models", unit="model", disable=not progress)]
 
 
 def job_groups(plans: list[AveragePlan], per_job: int) -> list[list[AveragePlan]]:

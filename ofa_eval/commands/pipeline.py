@@ -117,10 +117,10 @@ def executor_maker(root, cluster, slurm: dict, per_job: int = AVERAGES_PER_JOB):
 def materialize_here(db_path, tasks, models, pairs, options, max_runs, out=None, maker=None) -> int:
     """`ofa_eval.averages.materialize.materialize_missing` with the producers' predictor; by default the
     averages are made in this process, one after another."""
-    from ofa_eval.averages.materialize import averages_root, make_averages_here, materialize_missing
+    from ofa_eval.averages.materialize import averages_root, make_averages, materialize_missing
     from producers.predict import predict_with_weights
 
-    maker = maker or (lambda plans, root: make_averages_here(plans, root, predict_with_weights))
+    maker = maker or (lambda plans, root: make_averages(plans, root, predict_with_weights, progress=True))
     return materialize_missing(db_path, tasks, models, pairs, options, max_runs, averages_root(db_path, out), maker)
 
 
