@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ofa_eval.averages.defaults import AVERAGES_PER_JOB
 from ofa_eval.common.errors import OfaError
 from ofa_eval.jobs.slurm import Unfinished
 from ofa_eval.evaluation import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
@@ -42,10 +43,6 @@ from ofa_eval.common.tempfiles import remove_orphans, temporary_path
 
 # predictor(run folder, weights file, output folder): writes one prediction table per evaluation set
 Predictor = Callable[[Path, Path, Path], object]
-
-# averaged models one array task makes (`--averages-per-job`); the task builds the model and
-# tokenizes the evaluation sets once for all of them
-AVERAGES_PER_JOB = 16
 
 
 @dataclass(frozen=True)

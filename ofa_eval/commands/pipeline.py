@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ofa_eval.commands.options import draw_options, draws_from, pairs_from, param_names, selection_options
-from ofa_eval.averages.materialize import AVERAGES_PER_JOB
+from ofa_eval.averages.defaults import AVERAGES_PER_JOB
 from producers.commands import slurm_options
 
 
