@@ -108,3 +108,15 @@ def test_statistics_commands_give_their_results_without_heavy_imports(write_synt
     assert "1 cells checked, 0 outside tolerance" in results["check agreeing"]["stdout"]
     assert "1 cells checked, 1 outside tolerance" in results["check disagreeing"]["stdout"]
     assert "Usage:" in results["help"]["stdout"] and "--replay" in results["protocol help"]["stdout"]
+
+
+def test_sql_and_help_load_nothing_they_do_not_need(synthetic_store):
+    """`sql` needs duckdb alone: the engine's modules, numpy and polars stay unloaded (start-up)."""
+    unneeded = ["numpy", "polars", "ofa_eval.evaluation", "ofa_eval.averages.materialize", "torch"]
+    arguments = [sys.executable, "-c", PROBE, str(synthetic_store.db),
+                 json.dumps({"sql": ["sql", "SELECT count(*) AS n FROM runs"], "help": ["materialize", "--help"]}),
+                 json.dumps(unneeded)]
+    out = json.loads(subprocess.run(arguments, capture_output=True, text=True, timeout=300, check=True).stdout)
+    assert out["results"]["sql"]["exit_code"] == 0 and out["results"]["help"]["exit_code"] == 0
+    assert "--averages-per-job" in out["results"]["help"]["stdout"]
+    assert out["heavy"] == []

@@ -5,12 +5,16 @@
 - `parquet`: reading input tables with one-line errors that name the file;
 - `read_only_sql`: the queries `ofa-eval sql` (and `ofa_eval.sql`) run, and those it refuses;
 - `schema.sql` and `migrations/<version>.sql`: the public tables and views (docs/store.md).
+
+Its face is lazy: `sql` opens a store without loading polars, which `parquet` needs.
 """
 
-from ofa_eval.store.database import (DEFAULT_LOCK_TIMEOUT, SCHEMA_VERSION, connected, ensure_eval_set, ensure_task,
-                                     open_store, set_lock_timeout, transaction)
-from ofa_eval.store.parquet import read_parquet, require_columns
-from ofa_eval.store.read_only_sql import run_query
+from ofa_eval.common.lazy import lazy_face
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "SCHEMA_VERSION", "connected", "ensure_eval_set", "ensure_task", "open_store",
            "read_parquet", "require_columns", "run_query", "set_lock_timeout", "transaction"]
+__getattr__, __dir__ = lazy_face(__name__, {
+    "DEFAULT_LOCK_TIMEOUT": "database", "SCHEMA_VERSION": "database", "connected": "database",
+    "ensure_eval_set": "database", "ensure_task": "database", "open_store": "database", "set_lock_timeout": "database",
+    "transaction": "database", "read_parquet": "parquet", "require_columns": "parquet", "run_query": "read_only_sql",
+})
