@@ -13,7 +13,6 @@ import numpy as np
 
 from ofa_eval.statistics.bootstrap import bootstrap_ci
 from ofa_eval.common.errors import OfaError
-from ofa_eval.evaluation.joint_bootstrap import joint_intervals
 from ofa_eval.evaluation.pool import Pool
 
 RESAMPLING_LEVELS = ("draws", "draws+examples")
@@ -55,6 +54,8 @@ def interval_bounds(con, pool: Pool, curves: dict, max_runs: int, options: Resam
     if any(len(draws.runs) < 2 for draws, _ in curves.values()):
         raise OfaError(f"{pool.name}: --ci resamples draws and needs at least 2 of them (--draws 2 or more)")
     if options.resample == "draws+examples":
+        from ofa_eval.evaluation.joint_bootstrap import joint_intervals  # polars: loaded only here
+
         return joint_intervals(con, pool, curves, max_runs, options)
     return {pair: _mean_intervals(scores, options) for pair, (_, scores) in curves.items()}
 
