@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ofa_eval.results.analysis import grouped_bootstrap_means, sign_flip_p_values
+from ofa_eval.results.analysis import sign_flip_p_values
+from ofa_eval.statistics.draw_diversity import grouped_bootstrap_means
 from ofa_eval.statistics.correlation import kendall_tau_b, pearson, spearman
 from ofa_eval.statistics.draw_diversity import describe_repeats, distinct_draws, draw_groups, paired_groups
 

@@ -118,7 +118,8 @@ def protocol_rows(pool: Pool, curves: dict, max_runs: int, bounds: dict | None =
                    "distinct_draws": distinct[r]}
             if bounds is not None:
                 low, high = bounds[(strategy, variant)]
-                row.update(ci_low=float(low[r]), ci_high=float(high[r]))
+                undefined = math.isnan(low[r])  # every draw at r holds the same runs
+                row.update(ci_low=None if undefined else float(low[r]), ci_high=None if undefined else float(high[r]))
             rows.append(row)
     return rows
 

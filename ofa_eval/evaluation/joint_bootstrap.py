@@ -10,7 +10,9 @@ the draws of runs, and the test examples. Resample b:
 2. recomputes each subject's per-language metric from its stored per-example sufficient
    statistics (`example_stats` view) as one matrix product per language
    (`bootstrap.resampled_sums`): F1 is a ratio of summed counts, never a mean of F1s;
-3. resamples the draws (shared by every pair) and averages the chosen subjects' scores.
+3. resamples the draws (shared by every pair) and averages the chosen subjects' scores. Where
+   draws repeat at r (the same set of runs), the distinct draws are resampled, each with all
+   its copies (`draw_weights`), so that identical draws count as one piece of evidence.
 
 Selection itself (source or target validation) is held fixed: validation sets are not
 resampled, only what the reported number is measured on.
@@ -24,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from ofa_eval.statistics import bootstrap
+from ofa_eval.statistics.draw_diversity import draw_groups, group_resample_counts, n_groups, paired_groups
 from ofa_eval.common.errors import OfaError
 from ofa_eval.evaluation.pool import Pool
 from ofa_eval.evaluation.strategies import Model, curve_models
@@ -124,33 +127,60 @@ def subject_scores(metric, languages: list[LanguageStats], n_resamples: int, rng
     return total / len(languages)
 
 
-def joint_cells(con, pool: Pool, curves: dict, max_runs: int, n_resamples: int, seed: int) -> dict:
-    """{pair: (n_resamples, n_draws, max_runs)}: every curve cell under each joint resample.
+@dataclass(frozen=True)
+class JointCells:
+    """Every curve cell under each joint resample, and how often each draw enters it.
 
-    Row b of every pair uses the same example resamples and the same resampled draws, so
+    values: {pair: (n_resamples, n_draws, max_runs)}, the cell's score under resample b's test
+    examples; weights: (n_resamples, n_draws, max_runs), the times draw d enters resample b at r.
+    """
+
+    values: dict
+    weights: np.ndarray
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        """(n_resamples, max_runs): the mean over resampled draws of `values` (shaped as a pair's)."""
+        return (values * self.weights).sum(axis=1) / self.weights.sum(axis=1)
+
+
+def draw_weights(draws_runs: list[list[list[int]]], max_runs: int, n_resamples: int, rng) -> np.ndarray:
+    """(n_resamples, n_draws, max_runs): how often each draw enters each resample at r.
+
+    One resample of the draws serves every r; at an r where some draws hold the same runs in
+    every pair's draws (`draws_runs`: one list of draws per pair), distinct draws are resampled
+    instead, each with all its copies.
+    """
+    n_draws = len(draws_runs[0])
+    plain = bootstrap.resample_counts(bootstrap.paired_indices(n_draws, n_resamples, rng), n_draws)
+    weights = np.empty((n_resamples, n_draws, max_runs))
+    for r in range(max_runs):
+        groups = paired_groups(*(draw_groups(runs, r + 1) for runs in draws_runs))
+        weights[:, :, r] = plain if n_groups(groups) == n_draws else group_resample_counts(groups, rng, n_resamples)
+    return weights
+
+
+def joint_cells(con, pool: Pool, curves: dict, max_runs: int, n_resamples: int, seed: int) -> JointCells:
+    """Every curve cell under each joint resample (`JointCells`).
+
+    Resample b of every pair uses the same example resamples and the same resampled draws, so
     differences between pairs are paired cell by cell.
     """
     cells = {pair: curve_models(pool, draws, *pair, max_runs) for pair, (draws, _) in curves.items()}
     subjects = list(dict.fromkeys(s for rows in cells.values() for row in rows for s in row))
-    n_draws = {len(rows) for rows in cells.values()}
-    if len(n_draws) > 1:
+    if len({len(rows) for rows in cells.values()}) > 1:
         raise OfaError(f"{pool.task}/{pool.model}: the pairs have different numbers of draws; "
                        "resample them in separate calls")
     languages = load_language_stats(con, pool, subjects)
     rng = np.random.default_rng(seed)
     scores = subject_scores(get_task(pool.task).metric, languages, n_resamples, rng).T  # (n_resamples, n_subjects)
-    draw_picks = bootstrap.paired_indices(n_draws.pop(), n_resamples, rng)
+    weights = draw_weights([draws.runs for draws, _ in curves.values()], max_runs, n_resamples, rng)
     index = {subject: i for i, subject in enumerate(subjects)}
-    resample_rows = np.arange(n_resamples)[:, None, None]
-    out = {}
-    for pair, rows in cells.items():
-        cell_subjects = np.array([[index[s] for s in row] for row in rows])  # (n_draws, max_runs)
-        out[pair] = scores[resample_rows, cell_subjects[draw_picks]]
-    return out
+    values = {pair: scores[:, np.array([[index[s] for s in row] for row in rows])] for pair, rows in cells.items()}
+    return JointCells(values, weights)
 
 
 def joint_intervals(con, pool: Pool, curves: dict, max_runs: int, interval) -> dict:
     """{pair: (low, high)}, each an array over r, of the joint draws x examples bootstrap."""
     cells = joint_cells(con, pool, curves, max_runs, interval.n_resamples, interval.seed)
-    return {pair: bootstrap.percentile_interval(values.mean(axis=1).T, interval.level)
-            for pair, values in cells.items()}
+    return {pair: bootstrap.percentile_interval(cells.mean(values).T, interval.level)
+            for pair, values in cells.values.items()}

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ofa_eval.statistics.bootstrap import bootstrap_ci
+from ofa_eval.statistics.bootstrap import bootstrap_ci, percentile_interval
+from ofa_eval.statistics.draw_diversity import draw_groups, grouped_bootstrap_means, n_groups
 from ofa_eval.common.errors import OfaError
 from ofa_eval.evaluation.pool import Pool
 
@@ -50,18 +51,35 @@ class ResamplingOptions:
 
 
 def interval_bounds(con, pool: Pool, curves: dict, max_runs: int, options: ResamplingOptions) -> dict:
-    """{pair: (low, high)} over r: the bootstrap interval of each pair's mean."""
+    """{pair: (low, high)} over r: the bootstrap interval of each pair's mean.
+
+    Identical draws are one piece of evidence: where draws repeat at r, the distinct draws are
+    resampled (each with all its copies), and where every draw at r holds the same runs there is
+    no interval over draws (NaN at that r).
+    """
     if any(len(draws.runs) < 2 for draws, _ in curves.values()):
         raise OfaError(f"{pool.name}: --ci resamples draws and needs at least 2 of them (--draws 2 or more)")
     if options.resample == "draws+examples":
         from ofa_eval.evaluation.joint_bootstrap import joint_intervals  # polars: loaded only here
 
         return joint_intervals(con, pool, curves, max_runs, options)
-    return {pair: _mean_intervals(scores, options) for pair, (_, scores) in curves.items()}
+    return {pair: _mean_intervals(draws.runs, scores, options) for pair, (draws, scores) in curves.items()}
 
 
-def _mean_intervals(scores: np.ndarray, options: ResamplingOptions):
-    """Bootstrap over draws (the same resamples for every r, so they stay paired)."""
+def _mean_intervals(draws_runs: list[list[int]], scores: np.ndarray, options: ResamplingOptions):
+    """Bootstrap over draws (the same resamples for every r where no draws repeat, so they stay
+    paired); at an r where draws repeat, a percentile interval over distinct draws."""
     result = bootstrap_ci(scores.T, np.mean, n_resamples=options.n_resamples, confidence_level=options.level,
                           method=options.method, rng=options.rng(), keep_distribution=False)
-    return np.atleast_1d(result.low), np.atleast_1d(result.high)
+    low, high = np.array(result.low, dtype=float, ndmin=1), np.array(result.high, dtype=float, ndmin=1)
+    for r in range(scores.shape[1]):
+        groups = draw_groups(draws_runs, r + 1)
+        distinct = n_groups(groups)
+        if distinct == len(groups):
+            continue
+        if distinct == 1:
+            low[r] = high[r] = np.nan
+            continue
+        means = grouped_bootstrap_means(scores[:, r], groups, options.rng(), options.n_resamples)
+        low[r], high[r] = percentile_interval(means, options.level)
+    return low, high

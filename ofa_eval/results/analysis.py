@@ -25,7 +25,8 @@ import polars as pl
 
 from ofa_eval.statistics import bootstrap
 from ofa_eval.statistics.correlation import COEFFICIENTS, is_constant
-from ofa_eval.statistics.draw_diversity import describe_repeats, draw_groups, paired_groups
+from ofa_eval.statistics.draw_diversity import (describe_repeats, draw_groups, group_resample_counts,
+                                               grouped_bootstrap_means, n_groups, paired_groups)
 from ofa_eval.common.errors import OfaError
 from ofa_eval.evaluation import (DrawOptions, Pool, ResamplingOptions, available_curves, curve_models, load_pool,
                                pair_curves, pool_max_runs)
@@ -68,33 +69,10 @@ class PoolAnalysis(dict):
         self.notes = notes
 
 
-def n_groups(groups: np.ndarray) -> int:
-    return int(groups.max()) + 1 if groups.size else 0
-
-
 def paired_draw_groups(draws_a, draws_b, max_runs: int) -> list[np.ndarray]:
     """Per r = 1..R, which draws hold the same sets of runs in both curves' draws."""
     return [paired_groups(draw_groups(draws_a.runs, r), draw_groups(draws_b.runs, r))
             for r in range(1, max_runs + 1)]
-
-
-def group_resample_counts(groups: np.ndarray, rng, n_resamples: int) -> np.ndarray:
-    """(n_resamples, n_draws): how often each draw enters a bootstrap resample that picks distinct
-    draws (groups of identical draws) with replacement, each with all of its copies."""
-    picked = bootstrap.resample_counts(bootstrap.paired_indices(n_groups(groups), n_resamples, rng),
-                                       n_groups(groups))
-    return picked[:, groups]
-
-
-def grouped_bootstrap_means(values: np.ndarray, groups: np.ndarray, rng, n_resamples: int) -> np.ndarray:
-    """Bootstrap means over draws of `values` (n_draws, ...), resampling distinct draws: (n_resamples, ...).
-
-    A draw drawn k times counts once as evidence; the resampled statistic is still the mean over
-    draws (copies included), so the interval is about the mean `protocol` reports.
-    """
-    counts = group_resample_counts(groups, rng, n_resamples)
-    totals = counts.sum(axis=1).reshape((-1,) + (1,) * (values.ndim - 1))
-    return np.tensordot(counts, values, axes=1) / totals
 
 
 def tracking(curve: np.ndarray, oracle: np.ndarray, groups: np.ndarray, rng, n_resamples: int,
@@ -318,12 +296,13 @@ def _wins(difference: np.ndarray) -> np.ndarray:
 def _by_r_resamples(difference, groups_by_r, rng, n_resamples: int, joint=None) -> list[np.ndarray]:
     """Per r, (n_resamples, 2) bootstrap values of the mean difference and of P(A > B).
 
-    `joint`: (n_resamples, n_draws, max_runs) differences under the joint draws x examples
-    resamples; otherwise distinct draws are resampled (grouped_bootstrap_means).
+    `joint`: the `JointCells` of the joint draws x examples bootstrap and the differences of their
+    values; otherwise distinct draws are resampled (grouped_bootstrap_means).
     """
     if joint is not None:
-        return [np.stack([joint[:, :, r].mean(axis=1), _wins(joint[:, :, r]).mean(axis=1)], axis=1)
-                for r in range(joint.shape[2])]
+        cells, difference_cells = joint
+        means, wins = cells.mean(difference_cells), cells.mean(_wins(difference_cells))
+        return [np.stack([means[:, r], wins[:, r]], axis=1) for r in range(means.shape[1])]
     return [grouped_bootstrap_means(np.stack([difference[:, r], _wins(difference[:, r])], axis=1), groups, rng,
                                     n_resamples) for r, groups in enumerate(groups_by_r)]
 
@@ -347,7 +326,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
         from ofa_eval.evaluation.joint_bootstrap import joint_cells
 
         cells = joint_cells(con, pool, curves, max_runs, n_resamples, seed)
-        joint = cells[a] - cells[b]
+        joint = cells, cells.values[a] - cells.values[b]
     base = {"task": pool.task, "model": pool.model, "a": " ".join(a), "b": " ".join(b)}
     by_r = []
     for r, (groups, boot) in enumerate(zip(groups_by_r, _by_r_resamples(difference, groups_by_r, rng, n_resamples,
@@ -360,10 +339,8 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
     by_language = _language_tests(con, pool, (draws_a, a), (draws_b, b), groups_by_r[-1], base, rng, n_resamples,
                                   correction, max_runs)
     subject = f"{pool.task}/{pool.model} {base['a']} vs {base['b']}"
-    if joint is None:
-        notes = repeat_notes(subject, groups_by_r, "the intervals and tests", "the interval is a point and p = 1")
-    else:  # joint_cells resamples draws one by one
-        notes = repeat_notes(subject, groups_by_r, "the tests (not the joint draws x examples intervals)", "p = 1")
+    at_one = "the interval is a point and p = 1" if joint is None else "the interval covers the test examples alone and p = 1"
+    notes = repeat_notes(subject, groups_by_r, "the intervals and tests", at_one)
     return PoolAnalysis({"by_r": by_r, "by_language": by_language}, options.automatic_notes(con, pool) + notes)
 
 

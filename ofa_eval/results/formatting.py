@@ -101,7 +101,7 @@ def _mean_std(row: dict | None) -> str:
     if row is None:
         return ""
     single = row.get("distinct_draws") == 1
-    if "ci_low" in row:
+    if row.get("ci_low") is not None:
         interval = f"{row['mean']:.1f} [{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
         return f"{interval} {SINGLE_DRAW}" if single else interval
     if single:

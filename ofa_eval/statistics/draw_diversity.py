@@ -3,7 +3,8 @@
 A draw at r is the SET of its first r runs: averaging ignores their order, and a selection
 strategy depends on it only through ties. Small pools repeat draws: with one seed per
 configuration, every draw at r = R holds all the runs, so ten draws are one comparison ten
-times over. Intervals and tests must count such draws once; `protocol`, `compare` and
+times over. Intervals and tests must count such draws once (`group_resample_counts`: a
+bootstrap that resamples distinct draws, each with all its copies); `protocol`, `compare` and
 `correlate` report the count.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 
 import numpy as np
+
+from ofa_eval.statistics import bootstrap
 
 
 def _first_appearance(keys: Iterable[Hashable]) -> np.ndarray:
@@ -28,6 +31,11 @@ def draw_groups(draws_runs: list[list[int]], r: int, ordered: bool = False) -> n
     """
     kind = tuple if ordered else frozenset
     return _first_appearance(kind(runs[:r]) for runs in draws_runs)
+
+
+def n_groups(groups: np.ndarray) -> int:
+    """How many distinct draws `groups` (from `draw_groups`) holds."""
+    return int(groups.max()) + 1 if groups.size else 0
 
 
 def paired_groups(*groups: np.ndarray) -> np.ndarray:
@@ -52,3 +60,22 @@ def describe_repeats(counts: list[int], n_draws: int) -> str | None:
     line = f"at r = {r} the {n_draws} draws hold {k} distinct set{'s' if k != 1 else ''} of runs"
     others = ", ".join(f"r = {r}: {k}" for r, k in repeated[:-1])
     return f"{line} ({others})" if others else line
+
+
+def group_resample_counts(groups: np.ndarray, rng, n_resamples: int) -> np.ndarray:
+    """(n_resamples, n_draws): how often each draw enters a bootstrap resample that picks distinct
+    draws (groups of identical draws) with replacement, each with all of its copies."""
+    picked = bootstrap.resample_counts(bootstrap.paired_indices(n_groups(groups), n_resamples, rng),
+                                       n_groups(groups))
+    return picked[:, groups]
+
+
+def grouped_bootstrap_means(values: np.ndarray, groups: np.ndarray, rng, n_resamples: int) -> np.ndarray:
+    """Bootstrap means over draws of `values` (n_draws, ...), resampling distinct draws: (n_resamples, ...).
+
+    A draw drawn k times counts once as evidence; the resampled statistic is still the mean over
+    draws (copies included), so the interval is about the mean `protocol` reports.
+    """
+    counts = group_resample_counts(groups, rng, n_resamples)
+    totals = counts.sum(axis=1).reshape((-1,) + (1,) * (values.ndim - 1))
+    return np.tensordot(counts, values, axes=1) / totals
