@@ -117,14 +117,18 @@ def _missing_error(pool: Pool, subject: Model, language: str) -> OfaError:
                     "ingested into a schema-1 store: re-ingest those into a new store)")
 
 
+def resampled_language_scores(metric, languages: list[LanguageStats], n_resamples: int, rng) -> dict:
+    """{language: (n_subjects, n_resamples)}: each subject's metric on one resample of that
+    language's test examples per row, recomputed from summed statistics; languages in order,
+    one resample of each shared by every subject."""
+    return {language.name: metric.from_sums(bootstrap.drawn_sums(language.stats, n_resamples, rng),
+                                            language.n_examples)[metric.name]
+            for language in languages}
+
+
 def subject_scores(metric, languages: list[LanguageStats], n_resamples: int, rng) -> np.ndarray:
     """(n_subjects, n_resamples): each subject's mean over languages under each example resample."""
-    total = 0.0
-    for language in languages:
-        picks = bootstrap.paired_indices(language.n_examples, n_resamples, rng)
-        sums = {name: bootstrap.resampled_sums(values, picks) for name, values in language.stats.items()}
-        total = total + metric.from_sums(sums, language.n_examples)[metric.name]
-    return total / len(languages)
+    return sum(resampled_language_scores(metric, languages, n_resamples, rng).values()) / len(languages)
 
 
 @dataclass(frozen=True)

@@ -453,15 +453,12 @@ def _joint_language_gains(pool: Pool, stats, languages: list[str], groups: np.nd
                           n_resamples: int) -> np.ndarray:
     """(n_resamples, n_languages) gains under joint resamples: per language, one resample of its test
     examples for every model (the metric recomputed from summed statistics), then distinct draws."""
+    from ofa_eval.evaluation.joint_bootstrap import resampled_language_scores
     from ofa_eval.tasks.registry import get_task
 
     (index_a, index_b), language_stats = stats
-    metric = get_task(pool.task).metric
-    resampled = {}
-    for language in language_stats:  # sorted by name, as the protocol's joint bootstrap draws them
-        picks = bootstrap.paired_indices(language.n_examples, n_resamples, rng)
-        sums = {name: bootstrap.resampled_sums(values, picks) for name, values in language.stats.items()}
-        resampled[language.name] = metric.from_sums(sums, language.n_examples)[metric.name]  # (subjects, B)
+    # languages sorted by name, as the protocol's joint bootstrap draws them: (subjects, B) each
+    resampled = resampled_language_scores(get_task(pool.task).metric, language_stats, n_resamples, rng)
     counts = group_resample_counts(groups, rng, n_resamples)  # (B, n_draws)
     gains = np.stack([resampled[name][index_a] - resampled[name][index_b] for name in languages], axis=-1)
     return np.einsum("bd,dbl->bl", counts, gains) / counts.sum(axis=1, keepdims=True)

@@ -15,6 +15,7 @@ Helpers:
 - `resample_counts` / `resampled_sums`: how often each observation appears in each resample,
   and sums over every resample as one matrix product (the fast path for means and ratios of
   sums, e.g. micro F1 from per-example counts; see benchmarks/results/bootstrap-cpu.md);
+  `drawn_sums` does the same for freshly drawn resamples, chunk by chunk (bounded memory);
 - `two_level_indices` / `two_level_sums`: joint resampling of runs and of examples (one example
   resample shared by every run), for per-example statistics of many runs.
 
@@ -38,6 +39,7 @@ __all__ = [
     "percentile_interval",
     "resample_counts",
     "resampled_sums",
+    "drawn_sums",
     "two_level_indices",
     "two_level_sums",
 ]
@@ -93,15 +95,50 @@ def paired_indices(n, n_resamples, rng=None, strata=None) -> np.ndarray:
     return indices
 
 
-def resample_counts(indices, n) -> np.ndarray:
-    """counts[b, i]: how many times observation i appears in resample b (float, shape (B, n)).
+def resample_counts(indices, n, dtype=float) -> np.ndarray:
+    """counts[b, i]: how many times observation i appears in resample b (shape (B, n)).
 
     A sum over a resample is then a matrix product: `counts @ values` for values of shape (n, ...).
     """
     indices = np.asarray(indices)
-    offsets = n * np.arange(indices.shape[0])[:, None]
-    flat = np.bincount((indices + offsets).ravel(), minlength=indices.shape[0] * n)
-    return flat.reshape(indices.shape[0], n).astype(float)
+    counts = np.empty((indices.shape[0], n), dtype=dtype)
+    for row, picks in enumerate(indices):  # one small bincount a row stays in cache: 15x one flat bincount
+        counts[row] = np.bincount(picks, minlength=n)
+    return counts
+
+
+def _exact_product_dtype(data: np.ndarray, n: int):
+    """float32 where every resampled sum of `data` is exact in it (integer statistics, such as 0/1
+    correctness or span counts, whose sums stay below 2**24): half the memory, twice the speed of
+    the product; float64 otherwise."""
+    largest = float(np.abs(data).max(initial=0.0))
+    if n * largest < 2**24 and np.array_equal(data, np.round(data)):
+        return np.float32
+    return np.float64
+
+
+def drawn_sums(stats: dict[str, np.ndarray], n_resamples: int, rng, *, chunk_rows: int = 1000) -> dict:
+    """{name: sums (..., n_resamples)} of each statistic (..., n) over `n_resamples` resamples of its
+    n observations, every statistic under the same resamples.
+
+    The resamples are those of `paired_indices(n, n_resamples, rng)` (numpy draws the same
+    integers in chunks of rows as in one call), drawn `chunk_rows` at a time so that memory stays
+    bounded by the chunk, not by n_resamples x n.
+    """
+    rng = _generator(rng)
+    n = next(iter(stats.values())).shape[-1]
+    operands = {}
+    for name, values in stats.items():
+        values = np.asarray(values, dtype=float)
+        dtype = _exact_product_dtype(values, n)
+        operands[name] = (values.astype(dtype, copy=False), dtype)
+    parts: dict[str, list] = {name: [] for name in stats}
+    for start in range(0, n_resamples, chunk_rows):
+        picks = rng.integers(0, n, size=(min(chunk_rows, n_resamples - start), n))
+        counts = {dtype: resample_counts(picks, n, dtype) for dtype in {d for _, d in operands.values()}}
+        for name, (values, dtype) in operands.items():
+            parts[name].append((values @ counts[dtype].T).astype(float))
+    return {name: np.concatenate(chunks, axis=-1) for name, chunks in parts.items()}
 
 
 def two_level_indices(n_runs, n_examples, n_resamples, rng=None, example_strata=None) -> TwoLevelIndices:
@@ -130,7 +167,9 @@ def resampled_sums(data, indices, *, max_elements=DEFAULT_MAX_ELEMENTS) -> np.nd
     if indices.ndim != 2 or indices.shape[1] != n:
         raise ValueError(f"indices must have shape (n_resamples, {n}), got {indices.shape}")
     chunk = max(1, max_elements // max(n, data.size // n))
-    parts = [data @ resample_counts(indices[start:start + chunk], n).T
+    dtype = _exact_product_dtype(data, n)
+    operand = data.astype(dtype, copy=False)
+    parts = [(operand @ resample_counts(indices[start:start + chunk], n, dtype).T).astype(float)
              for start in range(0, indices.shape[0], chunk)]
     return np.concatenate(parts, axis=-1)
 
