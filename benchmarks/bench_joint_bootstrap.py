@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ def main():
     start = time.perf_counter()
     ours(languages, cells, args.resamples, 2)
     ours_seconds = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KB on Linux; the workload included
     start = time.perf_counter()
     loop(languages, cells, args.loop_resamples, 2)
     loop_seconds = (time.perf_counter() - start) * args.resamples / args.loop_resamples
@@ -92,6 +94,9 @@ contenders draw the same indices and agree to 1e-9 (checked on 50 resamples befo
 |---|---|---|
 | ofa_eval (`subject_scores`: resample counts @ statistics, one product per language) | {ours_seconds:.1f} | 1.00x |
 | per-resample Python loop gathering resampled examples (timed on {args.loop_resamples}, scaled) | {loop_seconds:.1f} | {loop_seconds / ours_seconds:.1f}x |
+
+Peak RSS of the process after ofa_eval's run (the {N_LANGUAGES * N_MODELS * N_EXAMPLES * 8 / 1e6:.0f} MB float64 workload
+included): {peak_gb:.2f} GB. Goal (issue 20): at most 10 s and 1 GB.
 """
     out = Path(__file__).parent / "results" / "joint-bootstrap-cpu.md"
     out.write_text(text)
