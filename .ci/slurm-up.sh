@@ -27,9 +27,17 @@ fail() {  # stop whatever this call started, then give up
     exit 1
 }
 
+# A pids file outlives its daemons when a machine or session stops without slurm-down.sh: refuse
+# only when one of the recorded daemons still runs, and forget a record whose daemons are all gone.
 if [[ -s "$DIR/pids" ]]; then
-    log "$DIR/pids exists: a cluster from an earlier call may still run; run .ci/slurm-down.sh first"
-    exit 1
+    while read -r name pid; do
+        if [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name"* ]]; then
+            log "$name ($pid) from an earlier call still runs (see $DIR/pids); run .ci/slurm-down.sh first"
+            exit 1
+        fi
+    done <"$DIR/pids"
+    log "forgetting $DIR/pids: none of the daemons it records still runs"
+    rm -f "$DIR/pids"
 fi
 
 install_packages() {
