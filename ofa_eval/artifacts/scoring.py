@@ -16,7 +16,6 @@ Nothing here opens the store, and weights are never unpickled.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ofa_eval.store.parquet import read_parquet
 from ofa_eval.artifacts.run_format import (CA_SUBJECT, EXAMPLE_ID, GOLD, MANIFEST, prediction_file, predictions_folder,
                                  run_name, snapshot_subject, subjects)
 from ofa_eval.tasks.registry import get_task
-from ofa_eval.artifacts.validation import check_run
+from ofa_eval.artifacts.validation import check_run, read_manifest_json
 
 
 @dataclass
@@ -52,11 +51,10 @@ class ScoredRun:
 
 def read_manifest(run_dir: Path) -> dict:
     """A run folder's manifest as JSON (validation.check_run checks its content)."""
-    path = Path(run_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise OfaError(f"{path}: not a readable JSON manifest ({error})") from None
+    parsed, problems = read_manifest_json(Path(run_dir))
+    if problems:
+        raise OfaError(problems[0].line())
+    return parsed
 
 
 def check_safetensors(path: Path, expected_bytes: int | None) -> None:
@@ -139,11 +137,12 @@ def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predicti
     return scores, example_stats
 
 
-def score_run(run_dir: Path) -> ScoredRun:
-    """Validate and score one complete run folder, reading each table once."""
+def score_run(run_dir: Path, manifest: dict | None = None) -> ScoredRun:
+    """Validate and score one complete run folder, reading each table once; `manifest`: its
+    manifest as ingest read it (then the file is not read again)."""
     run_dir = Path(run_dir)
     tables = {}
-    manifest = check_run(run_dir, tables)
+    manifest = check_run(run_dir, tables, manifest)
     definition = get_task(manifest["task"])
     run = ScoredRun(run_dir, manifest, definition.primary_metric, _snapshot_records(run_dir, manifest),
                     _ca_weights(run_dir, manifest))
