@@ -369,7 +369,13 @@ def ingest_runs(db_path: str, root: Path, progress: bool = False, workers: int |
     return plan.summary
 
 
+# DuckDB's buffer pool for the insert: by default it may take 80% of RAM and keeps what it read,
+# so the parent's peak memory grew with the rows inserted; bounded, it evicts (or spills) instead
+INSERT_MEMORY_LIMIT = "256MB"
+
+
 def _insert_in_transaction(con, staging: Path):
+    con.execute(f"SET memory_limit = '{INSERT_MEMORY_LIMIT}'")
     with transaction(con):
         return insert_staged(con, staging)
 

@@ -103,13 +103,19 @@ def _metric_input(values: pl.Series):
 
 def score_subject(metric, gold: SortedGold, ids: pl.Series, values: pl.Series, path: Path):
     """One subject's predictions on one set: ({metric: value}, ExampleStats or None)."""
+    if ids.equals(gold.ids):  # already in example_id order (gold.ids is sorted): nothing to reorder
+        stats = metric.example_stats(gold.values, _metric_input(values))
+        return _scored(metric, stats, gold)
     order = ids.arg_sort()
     ids = ids.gather(order)
     if len(ids) != len(gold.ids) or not (ids == gold.ids).all():
         missing = int((~gold.ids.is_in(ids.implode())).sum())
         raise OfaError(f"{path}: no prediction for {missing} gold example(s)" if missing
                        else f"{path}: example ids that are not the gold table's")
-    stats = metric.example_stats(gold.values, _metric_input(values.gather(order)))
+    return _scored(metric, metric.example_stats(gold.values, _metric_input(values.gather(order))), gold)
+
+
+def _scored(metric, stats: dict, gold: SortedGold):
     aggregated = metric.aggregate(stats)
     scores = {name: float(aggregated[name]) for name in metric.names}
     return scores, (ExampleStats(gold.examples_sha256, stats) if gold.examples_sha256 else None)
