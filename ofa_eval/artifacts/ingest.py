@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from ofa_eval.common.errors import OfaError
 from ofa_eval.artifacts.run_format import run_name, snapshot_subject
-from ofa_eval.artifacts.scoring import ExampleStats, ScoredRun, derive_variants, read_manifest, score_run, variant_weights
+from ofa_eval.artifacts.scoring import ExampleStats, ScoredRun, derive_variants, score_run, variant_weights
 from ofa_eval.store.database import connected, disk_full_error, ensure_eval_set, ensure_task, is_disk_full, transaction
 from ofa_eval.common.tempfiles import remove_orphans, temporary_path
 from ofa_eval.artifacts.validation import check_run_folders, conflicts_with_store
@@ -117,27 +117,28 @@ def _list_array(arrays: list[np.ndarray]) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(pa.list_(pa.float64()))
 
 
-def stage_batch(batch: int, first_ordinal: int, run_dirs: list[str], folder: str) -> None:
-    """Validate and score a batch of runs and write their rows to `folder` (a pool worker's task)."""
+def stage_batch(batch: int, first_ordinal: int, runs: list[tuple[str, dict]], folder: str) -> None:
+    """Validate and score a batch of runs, (folder, manifest as phase 1 read it), and write their
+    rows to `folder` (a pool worker's task)."""
     rows = StagedRows()
-    for ordinal, run_dir in enumerate(run_dirs, first_ordinal):
-        rows.add(ordinal, score_run(Path(run_dir)))
+    for ordinal, (run_dir, manifest) in enumerate(runs, first_ordinal):
+        rows.add(ordinal, score_run(Path(run_dir), manifest))
     rows.write(Path(folder), batch)
 
 
-def _batches(run_dirs: list[Path], workers: int) -> list[tuple[int, int, list[str]]]:
-    """(batch number, first ordinal, run folders): batches small enough to bound memory, and
-    enough of them to keep every worker busy."""
-    size = max(1, min(MAX_BATCH, math.ceil(len(run_dirs) / max(1, workers))))
-    return [(n, start, [str(p) for p in run_dirs[start:start + size]])
-            for n, start in enumerate(range(0, len(run_dirs), size))]
+def _batches(runs: list[tuple[Path, dict]], workers: int) -> list[tuple[int, int, list[tuple[str, dict]]]]:
+    """(batch number, first ordinal, runs): batches small enough to bound memory, and enough of
+    them to keep every worker busy."""
+    size = max(1, min(MAX_BATCH, math.ceil(len(runs) / max(1, workers))))
+    return [(n, start, [(str(path), manifest) for path, manifest in runs[start:start + size]])
+            for n, start in enumerate(range(0, len(runs), size))]
 
 
-def stage_runs(run_dirs: list[Path], folder: Path, workers: int, progress: bool = False) -> None:
-    """Phase 2: every run validated, scored and written to `folder`, in a pool of `workers` processes.
-    The first failing run (in folder order) stops everything with its error."""
-    batches = _batches(run_dirs, workers)
-    bar = _progress_bar(len(run_dirs), progress)
+def stage_runs(runs: list[tuple[Path, dict]], folder: Path, workers: int, progress: bool = False) -> None:
+    """Phase 2: every run (folder, manifest) validated, scored and written to `folder`, in a pool
+    of `workers` processes. The first failing run (in folder order) stops everything with its error."""
+    batches = _batches(runs, workers)
+    bar = _progress_bar(len(runs), progress)
     try:
         if workers <= 1 or len(batches) <= 1:
             for batch in batches:
@@ -223,16 +224,18 @@ def _drop_already_ingested(con) -> list[str]:
     """Runs the store got since phase 1 (a concurrent ingest): the same folder is skipped, anything
     else is the conflict phase 1 would have reported."""
     matches = con.execute(
-        "SELECT DISTINCT s.ordinal, s.path FROM ingest_runs s JOIN run_table r ON r.task = s.task AND r.model = s.model "
+        "SELECT DISTINCT s.ordinal, s.path, s.task, s.model, s.learning_rate, s.batch_size, s.seed, s.external_id "
+        "FROM ingest_runs s JOIN run_table r ON r.task = s.task AND r.model = s.model "
         "AND (r.external_id = s.external_id OR (r.learning_rate = s.learning_rate AND r.batch_size = s.batch_size "
         "AND r.seed = s.seed)) ORDER BY s.ordinal").fetchall()
     already = []
-    for ordinal, path in matches:
-        manifest = read_manifest(Path(path))
-        conflict = conflicts_with_store(con, manifest, Path(path))
+    for ordinal, path, *identity, name in matches:
+        # the staged row holds what the conflict check reads of the manifest (not read again)
+        staged = dict(zip(("task", "model", "learning_rate", "batch_size", "seed"), identity), run_name=name)
+        conflict = conflicts_with_store(con, staged, Path(path))
         if conflict:
             raise OfaError(conflict)
-        already.append(run_name(manifest, path))
+        already.append(name)
         con.execute("DELETE FROM ingest_runs WHERE ordinal = ?", [ordinal])
     return already
 
@@ -306,11 +309,11 @@ class IngestSummary:
 
 @dataclass
 class _Plan:
-    pending: list[Path]
+    pending: list[tuple[Path, dict]]  # (run folder, its manifest)
     summary: IngestSummary
 
 
-def _plan(con, run_dirs: list[Path]) -> _Plan:
+def _plan(con, manifests: dict[Path, dict]) -> _Plan:
     """Phase 1: which runs to ingest; a run the store holds from elsewhere is an error."""
     names, configurations = set(), set()
     for task, model, name, lr, bs, seed in con.execute(
@@ -318,8 +321,7 @@ def _plan(con, run_dirs: list[Path]) -> _Plan:
         names.add((task, model, name))
         configurations.add((task, model, lr, bs, seed))
     plan = _Plan([], IngestSummary())
-    for run_dir in run_dirs:
-        manifest = read_manifest(run_dir)
+    for run_dir, manifest in manifests.items():
         task, model, name = manifest["task"], manifest["model"], run_name(manifest, run_dir)
         known = (task, model, name) in names or (
             task, model, float(manifest["learning_rate"]), manifest["batch_size"], manifest["seed"]) in configurations
@@ -331,7 +333,7 @@ def _plan(con, run_dirs: list[Path]) -> _Plan:
         elif known:
             plan.summary.already.append(name)
         else:
-            plan.pending.append(run_dir)
+            plan.pending.append((run_dir, manifest))
     return plan
 
 
@@ -345,13 +347,14 @@ def ingest_runs(db_path: str, root: Path, progress: bool = False, workers: int |
     store = lambda: connected(db_path)  # noqa: E731 - opened for each short phase, never held between them
     db_path = Path(db_path)
     try:
-        run_dirs = check_run_folders(root)
+        manifests = check_run_folders(root)
     except OfaError:
         with store():  # a writing command creates or migrates the store even when RUNS is refused
             pass
         raise
     with store() as con:
-        plan = _plan(con, run_dirs)
+        plan = _plan(con, manifests)
+    del manifests  # the pending runs' manifests travel in the plan
     if not plan.pending:
         return plan.summary
     staging = _staging_folder(db_path)
@@ -366,7 +369,13 @@ def ingest_runs(db_path: str, root: Path, progress: bool = False, workers: int |
     return plan.summary
 
 
+# DuckDB's buffer pool for the insert: by default it may take 80% of RAM and keeps what it read,
+# so the parent's peak memory grew with the rows inserted; bounded, it evicts (or spills) instead
+INSERT_MEMORY_LIMIT = "256MB"
+
+
 def _insert_in_transaction(con, staging: Path):
+    con.execute(f"SET memory_limit = '{INSERT_MEMORY_LIMIT}'")
     with transaction(con):
         return insert_staged(con, staging)
 

@@ -16,7 +16,6 @@ Nothing here opens the store, and weights are never unpickled.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ofa_eval.store.parquet import read_parquet
 from ofa_eval.artifacts.run_format import (CA_SUBJECT, EXAMPLE_ID, GOLD, MANIFEST, prediction_file, predictions_folder,
                                  run_name, snapshot_subject, subjects)
 from ofa_eval.tasks.registry import get_task
-from ofa_eval.artifacts.validation import check_run
+from ofa_eval.artifacts.validation import check_run, read_manifest_json
 
 
 @dataclass
@@ -52,11 +51,10 @@ class ScoredRun:
 
 def read_manifest(run_dir: Path) -> dict:
     """A run folder's manifest as JSON (validation.check_run checks its content)."""
-    path = Path(run_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise OfaError(f"{path}: not a readable JSON manifest ({error})") from None
+    parsed, problems = read_manifest_json(Path(run_dir))
+    if problems:
+        raise OfaError(problems[0].line())
+    return parsed
 
 
 def check_safetensors(path: Path, expected_bytes: int | None) -> None:
@@ -105,13 +103,19 @@ def _metric_input(values: pl.Series):
 
 def score_subject(metric, gold: SortedGold, ids: pl.Series, values: pl.Series, path: Path):
     """One subject's predictions on one set: ({metric: value}, ExampleStats or None)."""
+    if ids.equals(gold.ids):  # already in example_id order (gold.ids is sorted): nothing to reorder
+        stats = metric.example_stats(gold.values, _metric_input(values))
+        return _scored(metric, stats, gold)
     order = ids.arg_sort()
     ids = ids.gather(order)
     if len(ids) != len(gold.ids) or not (ids == gold.ids).all():
         missing = int((~gold.ids.is_in(ids.implode())).sum())
         raise OfaError(f"{path}: no prediction for {missing} gold example(s)" if missing
                        else f"{path}: example ids that are not the gold table's")
-    stats = metric.example_stats(gold.values, _metric_input(values.gather(order)))
+    return _scored(metric, metric.example_stats(gold.values, _metric_input(values.gather(order))), gold)
+
+
+def _scored(metric, stats: dict, gold: SortedGold):
     aggregated = metric.aggregate(stats)
     scores = {name: float(aggregated[name]) for name in metric.names}
     return scores, (ExampleStats(gold.examples_sha256, stats) if gold.examples_sha256 else None)
@@ -139,11 +143,12 @@ def score_predictions(task: str, gold_dir: Path, eval_sets: list[dict], predicti
     return scores, example_stats
 
 
-def score_run(run_dir: Path) -> ScoredRun:
-    """Validate and score one complete run folder, reading each table once."""
+def score_run(run_dir: Path, manifest: dict | None = None) -> ScoredRun:
+    """Validate and score one complete run folder, reading each table once; `manifest`: its
+    manifest as ingest read it (then the file is not read again)."""
     run_dir = Path(run_dir)
     tables = {}
-    manifest = check_run(run_dir, tables)
+    manifest = check_run(run_dir, tables, manifest)
     definition = get_task(manifest["task"])
     run = ScoredRun(run_dir, manifest, definition.primary_metric, _snapshot_records(run_dir, manifest),
                     _ca_weights(run_dir, manifest))

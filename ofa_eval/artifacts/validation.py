@@ -105,13 +105,25 @@ MANIFEST_FIELDS = {
 }
 
 
-def _read_manifest(run_dir: Path) -> tuple[dict | None, list[Problem]]:
-    """The manifest when it can be interpreted at all (a JSON object of a known format), and why not."""
-    path = run_dir / MANIFEST
+def read_manifest_json(run_dir: Path) -> tuple[object, list[Problem]]:
+    """The manifest file parsed as JSON (any JSON value), or why it cannot be: the one place
+    validation and ingest open a run's manifest."""
+    path = Path(run_dir) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        return json.loads(path.read_text()), []
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, [Problem(path, f"not a readable JSON manifest ({error})")]
+
+
+def _read_manifest(run_dir: Path, parsed: object = None) -> tuple[dict | None, list[Problem]]:
+    """The manifest when it can be interpreted at all (a JSON object of a known format), and why not.
+    `parsed`: the manifest's JSON already read (`read_manifest_json`); otherwise it is read here."""
+    path = run_dir / MANIFEST
+    if parsed is None:
+        parsed, problems = read_manifest_json(run_dir)
+        if problems:
+            return None, problems
+    manifest = parsed
     if not isinstance(manifest, dict):
         return None, [Problem(path, f"not a readable JSON manifest (a JSON {type(manifest).__name__}, not an object)")]
     if "format_version" not in manifest:
@@ -127,10 +139,11 @@ FILE_KEYS = ("state", "task", "snapshots", "eval_sets", "ca", "label_names")
 CONSISTENCY_KEYS = FILE_KEYS + ("snapshots_per_run", "total_steps", "epochs", "weight_storage")
 
 
-def manifest_problems(run_dir: Path) -> tuple[dict | None, list[Problem]]:
+def manifest_problems(run_dir: Path, parsed: object = None) -> tuple[dict | None, list[Problem]]:
     """(the manifest, or None where its files cannot be checked; its problems): every field's type,
-    finiteness and range, the task, and the consistency of its snapshot and evaluation set records."""
-    manifest, problems = _read_manifest(run_dir)
+    finiteness and range, the task, and the consistency of its snapshot and evaluation set records.
+    `parsed`: the manifest's JSON when the caller has read it already."""
+    manifest, problems = _read_manifest(run_dir, parsed)
     if manifest is None:
         return None, problems
     by_key = {key: rules.field_problems(manifest, {key: spec}, "") for key, spec in MANIFEST_FIELDS.items()}
@@ -391,13 +404,17 @@ def _prediction_problems(task, predictions: _Table, gold: _Table | None, label_n
     problems = _value_problems_of(task, "prediction", predictions, label_names)
     if gold is None:
         return problems
-    id_problem = _id_problem(gold.ids, predictions.ids)
+    in_gold_order = predictions.ids.equals(gold.ids)  # as the producers write them: no set comparison needed
+    id_problem = None if in_gold_order else _id_problem(gold.ids, predictions.ids)
     if id_problem:
         return problems + [Problem(predictions.path, id_problem)]
     if pair and not problems:
-        gold_order, order = gold.ids.arg_sort(), predictions.ids.arg_sort()
-        pair_problem = task.pair_problem(gold.ids.gather(gold_order), gold.values.gather(gold_order),
-                                         predictions.values.gather(order))
+        if in_gold_order and gold.ids.is_sorted():
+            pair_problem = task.pair_problem(gold.ids, gold.values, predictions.values)
+        else:
+            gold_order, order = gold.ids.arg_sort(), predictions.ids.arg_sort()
+            pair_problem = task.pair_problem(gold.ids.gather(gold_order), gold.values.gather(gold_order),
+                                             predictions.values.gather(order))
         problems += [Problem(predictions.path, pair_problem)] if pair_problem else []
     return problems
 
@@ -417,10 +434,11 @@ def _id_problem(gold_ids, prediction_ids) -> str | None:
 # One run folder, and every run folder under a root
 
 
-def validate_run(run_dir: Path, tables: dict | None = None) -> list[Problem]:
-    """Every problem of one run folder (an empty list when it is fine); `tables`: see `table_problems`."""
+def validate_run(run_dir: Path, tables: dict | None = None, parsed: object = None) -> list[Problem]:
+    """Every problem of one run folder (an empty list when it is fine); `tables`: see `table_problems`;
+    `parsed`: the manifest's JSON when the caller has read it already."""
     run_dir = Path(run_dir)
-    manifest, problems = manifest_problems(run_dir)
+    manifest, problems = manifest_problems(run_dir, parsed)
     problems += _unreadable_as_problem(link_problems, run_dir)
     if manifest is not None and manifest["state"] == "complete":
         problems += _unreadable_as_problem(weight_problems, run_dir, manifest)
@@ -437,14 +455,19 @@ def _unreadable_as_problem(check, run_dir: Path, *args) -> list[Problem]:
         return [_unreadable(Path(error.filename or run_dir), error)]
 
 
-def check_run(run_dir: Path, tables: dict | None = None) -> dict:
+def check_run(run_dir: Path, tables: dict | None = None, parsed: object = None) -> dict:
     """The manifest of a run folder without problems; OfaError with the first problem otherwise.
-    `tables`, when given, receives the gold and prediction tables read (see `table_problems`)."""
+    `tables`, when given, receives the gold and prediction tables read (see `table_problems`);
+    `parsed`: the manifest's JSON when the caller has read it already (it is not read again)."""
     run_dir = Path(run_dir)
-    problems = validate_run(run_dir, tables)
+    if parsed is None:
+        parsed, problems = read_manifest_json(run_dir)
+        if problems:
+            raise OfaError(problems[0].line())
+    problems = validate_run(run_dir, tables, parsed)
     if problems:
         raise OfaError(problems[0].line())
-    return json.loads((run_dir / MANIFEST).read_text())
+    return parsed
 
 
 def looks_like_run(folder: Path) -> bool:
@@ -521,14 +544,19 @@ def identity_problems(manifests: dict[Path, dict]) -> list[Problem]:
     return problems
 
 
+def _identity_fields(manifest: dict) -> dict:
+    """What `identity_problems` reads of a manifest (only that: a lab's store has thousands of
+    runs, and whole manifests would make memory grow with their number)."""
+    return {key: manifest[key] for key in (*IDENTITY_KEYS, "run_name") if key in manifest}
+
+
 def _readable_manifests(run_dirs: list[Path]) -> dict[Path, dict]:
-    """What `identity_problems` reads of each readable manifest (only that: a lab's store has
-    thousands of runs, and whole manifests would make memory grow with their number)."""
+    """`_identity_fields` of each readable manifest."""
     manifests = {}
     for run_dir in run_dirs:
         manifest, _ = _read_manifest(run_dir)
         if manifest is not None:
-            manifests[run_dir] = {key: manifest[key] for key in (*IDENTITY_KEYS, "run_name") if key in manifest}
+            manifests[run_dir] = _identity_fields(manifest)
     return manifests
 
 
@@ -546,8 +574,9 @@ def validate_runs(root: Path) -> tuple[list[Path], list[Problem], list[str]]:
     return found.run_dirs, problems, found.warnings
 
 
-def check_run_folders(root: Path, warn: Callable[[str], None] | None = None) -> list[Path]:
-    """For ingest: the run folders under `root`, their manifests checked and no run in two folders.
+def check_run_folders(root: Path, warn: Callable[[str], None] | None = None) -> dict[Path, dict]:
+    """For ingest: {run folder: its manifest} under `root`, the manifests checked (each file read
+    once, here: ingest passes them on) and no run in two folders.
 
     OfaError with the first problem: `root` a run folder without a manifest, a malformed manifest
     (of a running run too), or two folders holding one run. Run-like folders without a manifest
@@ -559,14 +588,15 @@ def check_run_folders(root: Path, warn: Callable[[str], None] | None = None) -> 
         raise OfaError(f"{root / MANIFEST}: file not found (a run folder without its manifest)")
     for line in found.warnings:
         (warn or _warn_on_stderr)(line)
+    manifests = {}
     for run_dir in found.run_dirs:
-        _, problems = manifest_problems(run_dir)
+        manifests[run_dir], problems = manifest_problems(run_dir)
         if problems:
             raise OfaError(problems[0].line())
-    problems = identity_problems(_readable_manifests(found.run_dirs))
+    problems = identity_problems({run_dir: _identity_fields(m) for run_dir, m in manifests.items()})
     if problems:
         raise OfaError(problems[0].line())
-    return found.run_dirs
+    return manifests
 
 
 def _warn_on_stderr(line: str) -> None:
