@@ -37,7 +37,7 @@ tokens with no padding. What is measured, in one process:
   onto the device, predict, write the prediction table).
 
 `--max-seconds` bounds the whole run (default 420): each training loop stops early after 30% of
-it (the other loop then runs the same number of steps), and at the limit the running phase is
+it (the Trainer is asked for the steps the producers' loop made, and stops likewise), and at the limit the running phase is
 interrupted, later phases are skipped and the results so far are written. On one H100 (80 GB)
 the defaults fit without gradient checkpointing (`--gradient-checkpointing` turns it on).
 
@@ -48,6 +48,7 @@ the defaults fit without gradient checkpointing (`--gradient-checkpointing` turn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import json
@@ -251,7 +252,7 @@ class StepClock:
             self.stopped_early = True
         return self.stopped_early
 
-    def summary(self, batch_size: int, flops_per_token: int, peak_tflops: float | None) -> dict:
+    def summary(self, flops_per_token: int, peak_tflops: float | None) -> dict:
         timed = {}
         if self.start is not None and self.end is not None:
             seconds = self.end - self.start
@@ -292,7 +293,7 @@ def train_producers(initial, features, config, total_steps: int, options, device
             pad_token_id=initial.config.pad_token_id, on_step=on_step)
     except StopTraining:
         pass
-    result = {**clock.summary(config.batch_size, flops["per_token"], flops["peak_tflops"]),
+    result = {**clock.summary(flops["per_token"], flops["peak_tflops"]),
               "final_loss": counter.final_loss(), "peak_memory_gb": peak_memory_gb(device),
               "optimizer": f"torch.optim.AdamW (fused={optimizer.defaults.get('fused')})"}
     del model, optimizer
@@ -329,7 +330,7 @@ def train_trainer(initial, features, config, total_steps: int, options, device, 
     trainer = Trainer(model=model, args=args, train_dataset=features, callbacks=[Clock()],
                       data_collator=lambda rows: collate(rows, range(len(rows)), initial.config.pad_token_id))
     output = trainer.train()
-    result = {**clock.summary(config.batch_size, flops["per_token"], flops["peak_tflops"]),
+    result = {**clock.summary(flops["per_token"], flops["peak_tflops"]),
               "final_loss": counter.final_loss(), "mean_loss": output.training_loss,
               "peak_memory_gb": peak_memory_gb(device), "optimizer": f"optim={args.optim}"}
     del trainer, model
@@ -386,8 +387,9 @@ def averaging_phase(report: dict, initial, options, work: Path) -> Path:
 
     inputs = write_inputs(initial, options.average_inputs, work / "inputs")
     output, baseline_output = work / "average.safetensors", work / "naive-average.safetensors"
-    bytes_read = average_checkpoints(inputs, output).bytes_read
-    seconds = median_seconds(lambda: average_checkpoints(inputs, output), options.repeat)
+    reports = []
+    seconds = median_seconds(lambda: reports.append(average_checkpoints(inputs, output)), options.repeat)
+    bytes_read = reports[-1].bytes_read
     naive_seconds = median_seconds(lambda: naive_average(inputs, baseline_output), 1)
     baseline_output.unlink()
     report["averaging"] = {
@@ -402,19 +404,16 @@ def averaging_phase(report: dict, initial, options, work: Path) -> Path:
 # --- prediction ---------------------------------------------------------------------------------------
 
 
-def bare_forward_seconds(model, batches: list[dict], device) -> float:
+def bare_forward(model, batches: list[dict], device) -> None:
     """The baseline: forward passes over batches already on the device, nothing read back."""
     import torch
 
     from producers.modeling import autocast
 
-    synchronize(device)
-    start = time.perf_counter()
     with torch.inference_mode(), autocast(device):
         for batch in batches:
             model(**batch)
     synchronize(device)
-    return time.perf_counter() - start
 
 
 def prediction_phase(report: dict, initial, config, options, device, weights: Path | None, work: Path) -> None:
@@ -437,8 +436,8 @@ def prediction_phase(report: dict, initial, config, options, device, weights: Pa
     lengths = [len(f["input_ids"]) for f in features]
     batches = [{k: v.to(device) for k, v in collate(features, indices, pad).items()}
                for indices in eval_batches(lengths, config.eval_batch_size)]
-    bare_forward_seconds(model, batches, device)  # warm-up
-    bare = min(bare_forward_seconds(model, batches, device) for _ in range(options.repeat))
+    synchronize(device)
+    bare = median_seconds(lambda: bare_forward(model, batches, device), options.repeat)
     result = report["prediction"] = {
         "examples": len(features), "eval_batch_size": config.eval_batch_size,
         "predict": {"seconds": seconds, "examples_per_second": len(features) / seconds},
@@ -511,8 +510,8 @@ def describe_model(initial, options, peak: float | None) -> dict:
                       "per_token": per_token, "peak_tflops": peak}}
 
 
-def run_phases(report: dict, options, device, work: Path) -> None:
-    """Build the model, then train, average and predict while the budget lasts."""
+def setup(report: dict, options, device) -> tuple:
+    """The initial model (on the CPU) and the run's RunConfig; records the model and the settings."""
     from producers.config import RunConfig
 
     shape = TINY_SHAPE if options.tiny else LARGE_SHAPE
@@ -529,21 +528,46 @@ def run_phases(report: dict, options, device, work: Path) -> None:
         "weight_decay": config.weight_decay, "max_grad_norm": config.max_grad_norm,
         "precision": "bf16 autocast" if device.type == "cuda" else "float32",
         "tf32_matmul": device.type == "cuda", "gradient_checkpointing": options.gradient_checkpointing}
-    weights = None
-    for phase in ("training", "averaging", "prediction"):
+    return initial, config
+
+
+def run_phases(report: dict, options, device, work: Path) -> None:
+    """Build the model, then train, average and predict while the budget lasts. A phase that
+    fails is recorded and the next one runs; at the time limit the rest are skipped."""
+    made = {}
+    phases = {
+        "setup": lambda: made.update(zip(("initial", "config"), setup(report, options, device))),
+        "training": lambda: training_phase(report, made["initial"], made["config"], options, device, work),
+        "averaging": lambda: made.update(weights=averaging_phase(report, made["initial"], options, work)),
+        "prediction": lambda: prediction_phase(report, made["initial"], made["config"], options, device,
+                                               made.get("weights"), work),
+    }
+    for phase, run in phases.items():
         try:
-            if phase == "training":
-                training_phase(report, initial, config, options, device, work)
-            elif phase == "averaging":
-                weights = averaging_phase(report, initial, options, work)
-            else:
-                prediction_phase(report, initial, config, options, device, weights, work)
+            run()
         except OutOfTime:
             report["errors"][phase] = f"stopped at --max-seconds {options.max_seconds:g}; later phases skipped"
             return
-        except Exception as error:  # recorded, and the next phase still runs
+        except Exception as error:
             report["errors"][phase] = f"{type(error).__name__}: {error}"
             free_device_memory(device)
+            if phase == "setup":
+                return
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """OutOfTime raised in the main thread once `seconds` have passed (at the next Python bytecode)."""
+    def out_of_time(signum, frame):
+        raise OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def main(argv=None) -> int:
@@ -555,20 +579,11 @@ def main(argv=None) -> int:
         torch.set_float32_matmul_precision("high")  # TF32 for float32 matrix products outside autocast
     report = {"environment": describe_environment(options, device), "errors": {}}
     began = time.perf_counter()
-
-    def out_of_time(signum, frame):
-        raise OutOfTime
-
-    previous = signal.signal(signal.SIGALRM, out_of_time)
-    signal.setitimer(signal.ITIMER_REAL, options.max_seconds)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-gpu-") as scratch:
-            work = options.work_dir or Path(scratch)
-            work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as scratch:
+        work = options.work_dir or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        with time_limit(options.max_seconds):
             run_phases(report, options, device, work)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
     report["elapsed_seconds"] = time.perf_counter() - began
     report["max_seconds"] = options.max_seconds
     name = result_name(device, report["environment"]["device"]["name"], options.tiny)
@@ -613,6 +628,9 @@ def render_markdown(report: dict) -> str:
              f"Device: {env['device']['name']} ({peak_text(env['device']['peak_bf16_tflops'])}); host: {env['host']}; "
              f"Python {env['python']}, torch {env['torch']} (CUDA {env['cuda']}), transformers {env['transformers']}, "
              f"accelerate {env['accelerate']}.", "", "Command:", "", f"    {env['command']}", ""]
+    if env["mode"] == "tiny":
+        lines += ["Tiny mode checks that the script runs end to end: a few steps and files of a few MB "
+                  "measure start-up costs, not throughput; the ratios below mean nothing.", ""]
     if model:
         lines += [f"Model: {model['class']} from a config with random weights, {model['shape']}, attention "
                   f"`{model['attention']}`; {model['parameters']:,} parameters, {model['non_embedding_parameters']:,} "
@@ -621,7 +639,7 @@ def render_markdown(report: dict) -> str:
                   f"Settings: {json.dumps(settings)}.", ""]
     training = report.get("training")
     if training:
-        ratio = training["ratio_tokens_per_second"]
+        ratio = training.get("ratio_tokens_per_second")
         lines += ["## Fine-tuning", "", *training_rows(training), "",
                   f"**Ratio producers / Trainer (tokens/s): {number(ratio, 3) or 'n/a'}** (goal >= 1.0); "
                   f"optimizer steps asked: {training['asked_optimizer_steps']}.", ""]
