@@ -40,6 +40,7 @@ def assert_one_line_error(result, fragment):
     (["--strategy", "max-trg-dev", "--variant", "last"], "no strategy among max-trg-dev takes variant(s) last"),
     (["--strategy", "max-src-dev", "--draws", "10", "-R", "7"], "--max-runs 7 exceeds the 6 distinct"),
     (["--strategy", "max-src-dev", "--replay", "-R", "5"], "--max-runs 5 exceeds recorded draw"),
+    (["--strategy", "max-src-dev", "--replay", "-R", "5"], "pass --max-runs 4 or less"),
     (["--strategy", "max-src-dev", "--replay", "--exclude-draw", "9"], "no recorded draw '9'"),
     (["--strategy", "max-src-dev", "--exclude-draw", "1"], "add --replay"),
 ])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ofa_eval.common.errors import OfaError
-from ofa_eval.evaluation.pool import IncompletePool, Pool
+from ofa_eval.evaluation.pool import DEFAULT_MAX_RUNS, IncompletePool, Pool
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,10 @@ def recorded_draws(con, pool: Pool, max_runs: int, exclude: tuple[str, ...], rec
         raise OfaError(f"{pool.name}: every recorded draw is excluded")
     short = [label for label, runs in kept.items() if len(runs) < max_runs]
     if short:
+        shortest = min(len(kept[label]) for label in short)
         raise OfaError(f"{pool.name}: --max-runs {max_runs} exceeds recorded draw {short[0]!r} "
-                       f"({len(kept[short[0]])} runs)")
+                       f"({len(kept[short[0]])} runs); pass --max-runs {shortest} or less "
+                       f"(the default is the pool's number of configurations, at most {DEFAULT_MAX_RUNS})")
     labels = sorted(kept, key=_label_order)
     return DrawSet(labels, [kept[label][:max_runs] for label in labels],
                    {"draws": "recorded", "excluded": sorted(exclude)})
