@@ -51,6 +51,26 @@ def test_without_repeats_the_interval_is_the_plain_bootstrap():
                                               abs=1e-9)
 
 
+def test_report_bands_resample_distinct_draws():
+    from ofa_eval.results.report import mean_bands
+
+    draws, scores = ten_copies_and_one()
+    mean, low, high = mean_bands(draws, scores, np.random.default_rng(9), ResamplingOptions(n_resamples=B))
+    reference = np.random.default_rng(9)
+    plain = scores[reference.integers(0, 11, size=(B, 11))].mean(axis=1)  # the draws' resamples, every r
+    assert (low[0], high[0]) == pytest.approx(loop_grouped_interval(draws, scores[:, 0], 1, seed=reference), abs=1e-9)
+    assert (low[1], high[1]) == pytest.approx(tuple(np.percentile(plain[:, 1], [2.5, 97.5])), abs=1e-9)
+    assert mean == pytest.approx(scores.mean(axis=0))
+
+
+def test_one_distinct_draw_has_no_band_in_the_report():
+    from ofa_eval.results.report import mean_bands
+
+    _, low, high = mean_bands([[4, 1], [4, 2]], np.array([[70.0, 71], [70, 72]]), np.random.default_rng(0),
+                              ResamplingOptions(n_resamples=B))
+    assert np.isnan(low[0]) and np.isnan(high[0]) and high[1] > low[1]
+
+
 def test_one_distinct_draw_has_no_interval():
     draws = [[4, 1], [4, 2], [4, 3]]
     low, high = _mean_intervals(draws, np.array([[70.0, 71], [70, 72], [70, 73]]), ResamplingOptions(seed=0))

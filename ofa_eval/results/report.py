@@ -22,6 +22,7 @@ import numpy as np
 from ofa_eval.statistics import bootstrap
 from ofa_eval.results.analysis import GAIN_PAIRS, pool_language_gains
 from ofa_eval.statistics.correlation import pearson, spearman
+from ofa_eval.statistics.draw_diversity import draw_groups, grouped_bootstrap_means, n_groups
 from ofa_eval.results.formatting import render_protocol
 from ofa_eval.evaluation import (DrawOptions, IncompletePool, Pool, ResamplingOptions, Skipped, available_curves,
                                get_strategy, load_pool, pool_max_runs, protocol_rows)
@@ -149,11 +150,19 @@ def _styled(plot):
     return styled
 
 
-def mean_bands(scores: np.ndarray, rng, resampling: ResamplingOptions):
+def mean_bands(draws_runs: list[list[int]], scores: np.ndarray, rng, resampling: ResamplingOptions):
     """Mean over draws per r, with a percentile bootstrap band over draws (`rng` is shared by
-    every curve of a report, so that each curve gets its own resamples)."""
+    every curve of a report, so that each curve gets its own resamples). As in `protocol --ci`,
+    an r where draws repeat resamples the distinct draws, and one distinct draw has no band."""
     boot = scores[bootstrap.paired_indices(scores.shape[0], resampling.n_resamples, rng)].mean(axis=1)
     low, high = bootstrap.percentile_interval(boot.T, resampling.level)
+    for r in range(scores.shape[1]):
+        groups = draw_groups(draws_runs, r + 1)
+        distinct = n_groups(groups)
+        if distinct == len(groups):
+            continue
+        means = grouped_bootstrap_means(scores[:, r], groups, rng, resampling.n_resamples)
+        low[r], high[r] = bootstrap.percentile_interval(means, resampling.level) if distinct > 1 else (np.nan, np.nan)
     return scores.mean(axis=0), low, high
 
 
@@ -177,8 +186,8 @@ def _integer_r_axis(ax, max_runs: int) -> None:
 @_styled
 def plot_curves(curves: dict, title: str, rng, resampling: ResamplingOptions):
     fig, ax = _new_axes((8, 5.2))
-    for offset, ((strategy, variant), (_, scores)) in zip(side_offsets(len(curves)), curves.items()):
-        mean, low, high = mean_bands(scores, rng, resampling)
+    for offset, ((strategy, variant), (draws, scores)) in zip(side_offsets(len(curves)), curves.items()):
+        mean, low, high = mean_bands(draws.runs, scores, rng, resampling)
         r = np.arange(1, len(mean) + 1) + offset
         strategy_info = get_strategy(strategy)
         color, key = strategy_info.style.color, _variant_key(variant)
