@@ -20,7 +20,7 @@ from ofa_eval.common.errors import OfaError
 from ofa_eval.store.parquet import read_parquet
 from ofa_eval.common.keys import member_key
 from ofa_eval.artifacts.release_pickles import read_pickled_frame
-from ofa_eval.store.database import ensure_eval_set, ensure_task, transaction
+from ofa_eval.store.database import ensure_eval_set, ensure_task, insert_rows, transaction
 
 ORIGIN = "ofa-xlt"
 RUN_COLUMNS = ("kind", "model", "lr", "epochs", "bs", "seed", "scheduler", "id")
@@ -31,6 +31,8 @@ TARGET_DEV_COLUMN = "validation_oracle"
 RECIPES = {"ralast": "last", "rasrcdev": "src-dev", "raca": "ca"}
 METRIC_NAMES = {"acc": "accuracy", "f1": "f1", "exact_match": "exact_match"}
 DATASET_ALIASES = {"ydiqa": "tydiqa"}
+
+DRAW_COLUMNS = ("task", "model", "draw", "recipe", "position", "run_id")
 
 
 @dataclass(frozen=True)
@@ -285,9 +287,8 @@ class _Importer:
                                   [self.spec.task, model, draw, recipe]).fetchall()[0][0]
         if exists:
             return 0
-        self.con.executemany(
-            "INSERT INTO draw_table VALUES (?, ?, ?, ?, ?, ?)",
-            [(self.spec.task, model, draw, recipe, position, run_ids[i]) for position, i in enumerate(order, 1)])
+        insert_rows(self.con, "draw_table", DRAW_COLUMNS,
+                    [(self.spec.task, model, draw, recipe, position, run_ids[i]) for position, i in enumerate(order, 1)])
         return 1
 
 

@@ -261,7 +261,7 @@ def ingest_averages(con, folders: list[Path]) -> int:
 
 def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, example_stats) -> None:
     from ofa_eval.artifacts.ingest import example_stat_rows, insert_example_stats
-    from ofa_eval.store.database import ensure_eval_set
+    from ofa_eval.store.database import ensure_eval_set, insert_rows
 
     task, members = manifest["task"], manifest["members"]
     exists = con.execute("SELECT count(*) FROM average_table WHERE task=? AND model=? AND recipe=? AND member_key=?",
@@ -273,8 +273,8 @@ def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, exampl
         "VALUES (?, ?, ?, ?, ?, ?) RETURNING average_id",
         [task, manifest["model"], manifest["recipe"], manifest["member_key"], len(members),
          str((folder / manifest["weights"]).resolve())]).fetchall()[0][0]
-    con.executemany("INSERT INTO average_member_table (average_id, position, run_id, weight) VALUES (?, ?, ?, ?)",
-                    [(average_id, i, m["run_id"], 1.0 / len(members)) for i, m in enumerate(members, 1)])
+    insert_rows(con, "average_member_table", ("average_id", "position", "run_id", "weight"),
+                [(average_id, i, m["run_id"], 1.0 / len(members)) for i, m in enumerate(members, 1)])
     roles = {(e["dataset"], e["language"], e["split"]): e for e in eval_sets}
     rows, stat_rows = [], []
     for key, values in scores.items():
@@ -283,7 +283,7 @@ def _record_average(con, folder: Path, manifest: dict, eval_sets, scores, exampl
         rows += [(average_id, eval_set_id, metric, value) for metric, value in values.items()]
         if key in example_stats:
             stat_rows += example_stat_rows((None, None, average_id), eval_set_id, example_stats[key])
-    con.executemany("INSERT INTO score_table (average_id, eval_set_id, metric, value) VALUES (?, ?, ?, ?)", rows)
+    insert_rows(con, "score_table", ("average_id", "eval_set_id", "metric", "value"), rows)
     insert_example_stats(con, stat_rows)
 
 

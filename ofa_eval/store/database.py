@@ -107,9 +107,8 @@ def disk_full_error(path, error: BaseException) -> OfaError:
 
 
 def _stored_version(con: duckdb.DuckDBPyConnection) -> int | None:
-    has_info = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store_info'"
-    ).fetchall()[0][0]
+    # duckdb_tables() rather than information_schema.tables: about 10 ms less on a fresh connection
+    has_info = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'store_info'").fetchall()[0][0]
     if not has_info:
         return None
     rows = con.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchall()
@@ -165,13 +164,14 @@ def _apply_migrations(con: duckdb.DuckDBPyConnection, version: int) -> None:
     con.execute("UPDATE store_info SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
 
 
-def _check_version(path: str, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+def _check_version(path: str, con: duckdb.DuckDBPyConnection, read_only: bool) -> int | None:
+    """The store's schema version after any migration; None for an empty DuckDB file."""
     version = _stored_version(con)
     if version is None:
         tables = con.execute("SELECT count(*) FROM information_schema.tables").fetchall()[0][0]
         if tables:
             raise OfaError(f"{path}: a DuckDB file, but not an ofa-eval store (no store_info table)")
-        return
+        return None
     if version > SCHEMA_VERSION:
         raise OfaError(
             f"{path}: store schema version {version} is newer than this ofa-eval "
@@ -183,6 +183,7 @@ def _check_version(path: str, con: duckdb.DuckDBPyConnection, read_only: bool) -
                            f"({SCHEMA_VERSION}); any writing command (e.g. `ofa-eval protocol`) upgrades it")
         with transaction(con):
             _apply_migrations(con, version)
+    return SCHEMA_VERSION
 
 
 def open_store(path: str, *, read_only: bool = False, must_exist: bool = False):
@@ -194,8 +195,7 @@ def open_store(path: str, *, read_only: bool = False, must_exist: bool = False):
         _create_store(path)
     con = _connect(path, read_only=read_only)
     try:
-        _check_version(path, con, read_only)
-        if _stored_version(con) is None:
+        if _check_version(path, con, read_only) is None:
             if read_only:
                 raise OfaError(f"{path}: empty store")
             _create_schema(con)
@@ -226,6 +226,20 @@ def transaction(con: duckdb.DuckDBPyConnection):
             con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+INSERT_ROWS_PER_STATEMENT = 1000
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...], rows) -> None:
+    """Insert `rows` (tuples in the order of `columns`) with one multi-row VALUES statement per
+    thousand rows: DuckDB's `executemany` runs a statement per row, about 1 ms each."""
+    rows = list(rows)
+    placeholders = f"({', '.join('?' * len(columns))})"
+    for start in range(0, len(rows), INSERT_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + INSERT_ROWS_PER_STATEMENT]
+        con.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([placeholders] * len(chunk))}",
+                    [value for row in chunk for value in row])
 
 
 def ensure_task(con: duckdb.DuckDBPyConnection, task: str, metric: str) -> None:
