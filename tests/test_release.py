@@ -157,3 +157,40 @@ def test_report_with_defaults_right_after_import(release_store, tmp_path):
     assert "| xnli/vi | not recorded | -0.60 [" in markdown  # the one clear loss of averaging on XLM-R large
     assert (tmp_path / "report" / "nli-xlm-roberta-large-language-gain.svg").exists()
     assert "masakhaner/amh, masakhaner/hau" in markdown and "masakhaner/amh (size not recorded)" not in markdown
+
+
+def test_pools_read_the_scores_the_public_views_give(release_store):
+    """load_pool reads a pool's target and source scores in one pass; every value equals the public
+    views' target_test (run_variants, average_scores) and the source validation set's score."""
+    from ofa_eval.evaluation import load_pool
+    from ofa_eval.store.database import connected
+
+    with connected(str(release_store), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM average_scores").fetchone()[0] > 0
+        for task, model in con.execute("SELECT DISTINCT task, model FROM run_table").fetchall():
+            pool, args = load_pool(con, task, model), [task, model]
+            views = {}
+            for run_id, variant, value in con.execute(
+                    "SELECT run_id, variant, target_test FROM run_variants WHERE task=? AND model=?", args).fetchall():
+                views.setdefault(variant, {})[run_id] = value
+            assert _close(pool.target_test, views)
+            source = {}
+            for run_id, variant, value in con.execute(
+                    "SELECT sc.run_id, sc.variant, sc.value FROM score_table sc JOIN run_table r USING (run_id) "
+                    "JOIN eval_set_table e USING (eval_set_id) WHERE r.task=? AND r.model=? AND e.role='source' "
+                    "AND e.split='validation' AND sc.metric=(SELECT metric FROM task_table WHERE task=r.task)",
+                    args).fetchall():
+                source.setdefault(variant, {})[run_id] = value
+            assert _close({v: s for v, s in pool.criteria.items() if v != "trg-dev"}, source)
+            averages = {(recipe, key): value for recipe, key, value in con.execute(
+                "SELECT recipe, member_key, target_test FROM average_scores WHERE task=? AND model=? AND approach='all'",
+                args).fetchall()}
+            assert _close(pool.averages, averages)
+
+
+def _close(mapping: dict, reference: dict) -> bool:
+    """The same keys, nested dicts compared key by key, floats to 1e-9."""
+    if mapping.keys() != reference.keys():
+        return False
+    return all(_close(v, reference[k]) if isinstance(v, dict) else abs(v - reference[k]) < 1e-9
+               for k, v in mapping.items())

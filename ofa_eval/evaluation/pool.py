@@ -130,21 +130,15 @@ def load_pool(con, task: str, model: str) -> Pool:
     if not rows:
         raise OfaError(f"no runs of task {task!r} with model {model!r} in the store")
     pool = Pool(task, model, {r[0]: r[1] for r in rows}, {r[0]: (r[2], r[3]) for r in rows}, {}, {})
-    for run_id, variant, value in con.execute(
-            "SELECT run_id, variant, target_test FROM run_variants WHERE task=? AND model=?", [task, model]).fetchall():
-        pool.target_test.setdefault(variant, {})[run_id] = value
-    for run_id, variant, value in con.execute(_SOURCE_DEV_SQL, [task, model]).fetchall():
-        pool.criteria.setdefault(variant, {})[run_id] = value
+    for run_id, variant, role, value in con.execute(_RUN_SCORES_SQL, [task, model]).fetchall():
+        scores = pool.target_test if role == "target" else pool.criteria
+        scores.setdefault(variant, {})[run_id] = value
     for run_id, value in con.execute(
             "SELECT run_id, value FROM selection_scores WHERE task=? AND model=? AND criterion='target-dev'",
             [task, model]).fetchall():
         pool.criteria.setdefault("trg-dev", {})[run_id] = value
-    for recipe, key, value in con.execute(
-            "SELECT recipe, member_key, target_test FROM average_scores WHERE task=? AND model=? AND approach='all'",
-            [task, model]).fetchall():
-        pool.averages[(recipe, key)] = value
-    for recipe, key, value in con.execute(_AVERAGE_SOURCE_DEV_SQL, [pool.task, pool.model]).fetchall():
-        pool.average_source_dev[(recipe, key)] = value
+    for recipe, key, role, value in con.execute(_AVERAGE_SCORES_SQL, [task, model]).fetchall():
+        (pool.averages if role == "target" else pool.average_source_dev)[(recipe, key)] = value
     _load_members(con, pool)
     return pool
 
@@ -167,25 +161,27 @@ def _load_members(con, pool: Pool) -> None:
             pool.weight_paths[sha] = path
 
 
-_SOURCE_DEV_SQL = """
-SELECT sc.run_id, sc.variant, sc.value
-FROM score_table sc
-JOIN run_table r USING (run_id)
+# A pool's two scores of each run variant and averaged model in one pass over score_table (the
+# store's first reads dominate a protocol call): the mean over target test sets (as the views
+# run_variants and average_scores define target_test) and the source validation score, both in
+# the task's metric.
+_SCORE_ROLES = """
 JOIN eval_set_table e USING (eval_set_id)
 JOIN task_table t ON t.task = e.task AND t.metric = sc.metric
-WHERE r.task = ? AND r.model = ? AND e.role = 'source' AND e.split = 'validation'
-"""
-
-
-_AVERAGE_SOURCE_DEV_SQL = """
-SELECT a.recipe, a.member_key, avg(sc.value)
-FROM score_table sc
-JOIN average_table a USING (average_id)
-JOIN eval_set_table e USING (eval_set_id)
-JOIN task_table t ON t.task = e.task AND t.metric = sc.metric
-WHERE a.task = ? AND a.model = ? AND a.approach = 'all' AND e.role = 'source' AND e.split = 'validation'
+WHERE {owner}.task = ? AND {owner}.model = ?{extra}
+  AND ((e.role = 'target' AND e.split = 'test') OR (e.role = 'source' AND e.split = 'validation'))
 GROUP BY ALL
 """
+
+_RUN_SCORES_SQL = """
+SELECT sc.run_id, sc.variant, e.role, avg(sc.value)
+FROM score_table sc
+JOIN run_table r USING (run_id)""" + _SCORE_ROLES.format(owner="r", extra="")
+
+_AVERAGE_SCORES_SQL = """
+SELECT a.recipe, a.member_key, e.role, avg(sc.value)
+FROM score_table sc
+JOIN average_table a USING (average_id)""" + _SCORE_ROLES.format(owner="a", extra=" AND a.approach = 'all'")
 
 
 _SNAPSHOT_SOURCE_DEV_SQL = """
