@@ -124,3 +124,30 @@ def test_corrupt_input_leaves_the_store_as_it_was(cli, tmp_path, damage, fragmen
     assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert cli("sql", "SELECT count(*) FROM scores", "--format", "csv").stdout == before
     assert "fine-too" not in cli("sql", "SELECT external_id FROM runs", "--format", "csv").stdout
+
+
+def test_an_insert_out_of_memory_rolls_back_and_inserts_again_unbounded(cli, grid, tmp_path, monkeypatch):
+    """Rows too wide for the bounded buffer pool: the first attempt fails after inserting part of
+    the rows, the transaction rolls back, and the second (DuckDB's own limit) stores every run once."""
+    import duckdb
+
+    from ofa_eval.artifacts import ingest
+
+    calls = []
+    real_insert_rows = ingest._insert_rows
+
+    def out_of_memory_once(con, folder):
+        real_insert_rows(con, folder)
+        calls.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        if len(calls) == 1:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data of size 16.0 MiB")
+
+    monkeypatch.setattr(ingest, "_insert_rows", out_of_memory_once)
+    result = cli("ingest", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert calls[0] != calls[1] and len(calls) == 2  # bounded, then DuckDB's default limit
+    stored = cli("sql", "SELECT count(*) AS runs, count(DISTINCT external_id) AS names FROM runs", "--format", "csv")
+    assert stored.stdout.split() == ["runs,names", f"{len(grid)},{len(grid)}"]
+    scores = cli("sql", "SELECT count(*) FROM score_table", "--format", "csv").stdout.split()[1]
+    assert int(scores) == len(set(tuple(r) for r in duckdb.connect(str(cli.db), read_only=True).execute(
+        "SELECT run_id, variant, snapshot_id, eval_set_id, metric FROM score_table").fetchall()))

@@ -204,19 +204,19 @@ def _reserve_ids(con, sequence: str, n: int) -> int:
 def insert_staged(con, folder: Path) -> tuple[list[str], list[str]]:
     """Insert the staged runs (call inside a transaction). Returns (ingested, already): runs that
     another ingest added since phase 1 are skipped; a conflicting one is an error."""
+    # the temporary tables go with the transaction's rollback on failure (a statement in an
+    # aborted transaction would only raise again, hiding the first error)
     con.execute("CREATE TEMP TABLE ingest_runs AS SELECT * FROM read_parquet(?) ORDER BY ordinal",
                 [_staged(folder, "runs")])
-    try:
-        already = _drop_already_ingested(con)
-        for task, metric in con.execute("SELECT DISTINCT task, metric FROM ingest_runs ORDER BY task").fetchall():
-            ensure_task(con, task, metric)
-        _insert_eval_sets(con, folder)
-        _insert_runs_and_snapshots(con, folder)
-        _insert_rows(con, folder)
-        ingested = [name for (name,) in con.execute("SELECT external_id FROM ingest_runs ORDER BY ordinal").fetchall()]
-    finally:
-        con.execute("DROP TABLE IF EXISTS ingest_runs")
-        con.execute("DROP TABLE IF EXISTS ingest_ids")
+    already = _drop_already_ingested(con)
+    for task, metric in con.execute("SELECT DISTINCT task, metric FROM ingest_runs ORDER BY task").fetchall():
+        ensure_task(con, task, metric)
+    _insert_eval_sets(con, folder)
+    _insert_runs_and_snapshots(con, folder)
+    _insert_rows(con, folder)
+    ingested = [name for (name,) in con.execute("SELECT external_id FROM ingest_runs ORDER BY ordinal").fetchall()]
+    con.execute("DROP TABLE ingest_runs")
+    con.execute("DROP TABLE ingest_ids")
     return ingested, already
 
 
@@ -375,9 +375,18 @@ INSERT_MEMORY_LIMIT = "256MB"
 
 
 def _insert_in_transaction(con, staging: Path):
+    import duckdb
+
     con.execute(f"SET memory_limit = '{INSERT_MEMORY_LIMIT}'")
-    with transaction(con):
-        return insert_staged(con, staging)
+    try:
+        with transaction(con):
+            return insert_staged(con, staging)
+    except duckdb.OutOfMemoryException:
+        # rows too wide for the bounded pool (per-example lists of very large evaluation sets):
+        # the transaction rolled back; insert again under DuckDB's own limit
+        con.execute("RESET memory_limit")
+        with transaction(con):
+            return insert_staged(con, staging)
 
 
 def _guarded(path: Path, function, *args):
