@@ -151,3 +151,23 @@ def test_an_insert_out_of_memory_rolls_back_and_inserts_again_unbounded(cli, gri
     scores = cli("sql", "SELECT count(*) FROM score_table", "--format", "csv").stdout.split()[1]
     assert int(scores) == len(set(tuple(r) for r in duckdb.connect(str(cli.db), read_only=True).execute(
         "SELECT run_id, variant, snapshot_id, eval_set_id, metric FROM score_table").fetchall()))
+
+
+def test_staging_workers_read_with_one_polars_thread_unless_the_user_chose(monkeypatch):
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ofa_eval.artifacts.ingest import _one_polars_thread_per_worker
+
+    monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    with _one_polars_thread_per_worker(), \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        import polars
+
+        assert pool.submit(polars.thread_pool_size).result() == 1
+    assert "POLARS_MAX_THREADS" not in os.environ
+    monkeypatch.setenv("POLARS_MAX_THREADS", "3")
+    with _one_polars_thread_per_worker():
+        assert os.environ["POLARS_MAX_THREADS"] == "3"
+    assert os.environ["POLARS_MAX_THREADS"] == "3"
