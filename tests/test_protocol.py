@@ -120,3 +120,14 @@ def test_confidence_intervals_agree_with_scipy(cli, synthetic):
         spread = scores[:, r].std() + 1e-9
         assert float(row["ci_low"]) == pytest.approx(reference.confidence_interval.low[r], abs=0.05 * spread)
         assert float(row["ci_high"]) == pytest.approx(reference.confidence_interval.high[r], abs=0.05 * spread)
+
+
+def test_replayed_draws_shorter_than_the_configurations_set_the_default_max_runs(import_synthetic_release):
+    """6 configurations, recorded draws of 3 runs: --replay without -R goes to r = 3, the same rows as -R 3."""
+    cli = import_synthetic_release(max_r=3)
+    default = cli("protocol", "--task", "nli", "--strategy", "max-src-dev", "--replay", "--format", "csv")
+    assert default.exit_code == 0, default.output
+    rows = list(csv.DictReader(io.StringIO(default.stdout)))
+    assert max(int(row["runs"]) for row in rows) == 3
+    explicit = cli("protocol", "--task", "nli", "--strategy", "max-src-dev", "--replay", "-R", "3", "--format", "csv")
+    assert explicit.stdout == default.stdout

@@ -34,7 +34,7 @@ from typing import Callable
 from ofa_eval.averages.defaults import AVERAGES_PER_JOB
 from ofa_eval.common.errors import OfaError
 from ofa_eval.jobs.slurm import Unfinished
-from ofa_eval.evaluation import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool, pool_max_runs,
+from ofa_eval.evaluation import (DEFAULT_MAX_RUNS, DrawOptions, Pool, get_strategy, load_pool,
                                pools_in_store)
 from ofa_eval.artifacts.run_format import (AVERAGE_MANIFEST, AVERAGE_WEIGHTS, CA_SUBJECT, FORMAT_VERSION, MANIFEST,
                                  PREDICTIONS, predictions_folder, snapshot_subject)
@@ -67,7 +67,7 @@ class AveragePlan:
 def plan_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int) -> list[AveragePlan]:
     """The averaged models this pool's draws need that the store has no scores for."""
     plans: dict[tuple[str, str], AveragePlan] = {}
-    max_runs = pool_max_runs(pool, max_runs)
+    max_runs = options.max_runs_for(con, pool, max_runs)
     paths = dict(con.execute("SELECT run_id, path FROM run_table WHERE task=? AND model=?",
                              [pool.task, pool.model]).fetchall())
     for name, variant in pairs:

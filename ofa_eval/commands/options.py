@@ -61,7 +61,8 @@ def draw_options(function):
                      help="Leave a recorded draw out (repeatable); the paper left out draw 1."),
         click.option("--max-runs", "-R", "max_runs", type=click.IntRange(min=1),
                      help="Largest number of runs r per draw (default: 10, or a pool's number of "
-                          "learning-rate/batch-size configurations where that is smaller)."),
+                          "learning-rate/batch-size configurations where that is smaller, or the "
+                          "shortest recorded draw where draws are replayed)."),
         click.option("--soup-k", type=int, default=5, show_default=True, help="Snapshots averaged by SOUP."),
     ], function)
 

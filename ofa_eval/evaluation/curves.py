@@ -15,7 +15,7 @@ import numpy as np
 from ofa_eval.statistics.draw_diversity import describe_repeats, distinct_draws
 from ofa_eval.common.errors import OfaError
 from ofa_eval.evaluation.draws import DrawOptions, DrawSet
-from ofa_eval.evaluation.pool import IncompletePool, Pool, load_pool, pool_max_runs
+from ofa_eval.evaluation.pool import IncompletePool, Pool, load_pool
 from ofa_eval.evaluation.recording import record_results
 from ofa_eval.evaluation.resampling import ResamplingOptions, interval_bounds
 from ofa_eval.evaluation.strategies import MissingAverages, curve_models, get_strategy
@@ -158,7 +158,7 @@ def compute_protocol(con, pools: list[tuple[str, str]], pairs, options: DrawOpti
 
 def _pool_protocol(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, soup_k: int, record: bool,
                    interval: ResamplingOptions | None, skip_missing_pairs: bool):
-    max_runs = pool_max_runs(pool, max_runs)
+    max_runs = options.max_runs_for(con, pool, max_runs)
     common, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
     if skipped and not (skip_missing_pairs and curves):
         raise IncompletePool(skipped[0].error, skip_notes(skipped)[0].removeprefix("skipped "))

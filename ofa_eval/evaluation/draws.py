@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ofa_eval.common.errors import OfaError
-from ofa_eval.evaluation.pool import DEFAULT_MAX_RUNS, IncompletePool, Pool
+from ofa_eval.evaluation.pool import DEFAULT_MAX_RUNS, IncompletePool, Pool, pool_max_runs
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,16 @@ class DrawOptions:
             return []
         return [f"{pool.name}: replayed its recorded draws (the store has no weights of its runs to average fresh "
                 "draws; --draws N --seed S samples fresh ones anyway)"]
+
+    def max_runs_for(self, con, pool: Pool, max_runs: int | None) -> int:
+        """The largest r: as asked, else the pool's default (`pool_max_runs`), no longer than the
+        shortest recorded draw where this pool's draws are replayed."""
+        default = pool_max_runs(pool, max_runs)
+        options = self.for_pool(con, pool)
+        if max_runs is not None or not options.replay:
+            return default
+        shortest = shortest_recorded_draw(con, pool, options.exclude)
+        return min(default, shortest) if shortest else default
 
     def draws_for(self, con, pool: Pool, max_runs: int, recipe: str | None = None) -> DrawSet:
         """The pool's draws; a replayed averaging recipe uses its own recorded order where it has one."""
@@ -121,10 +131,18 @@ def recorded_draws(con, pool: Pool, max_runs: int, exclude: tuple[str, ...], rec
         shortest = min(len(kept[label]) for label in short)
         raise OfaError(f"{pool.name}: --max-runs {max_runs} exceeds recorded draw {short[0]!r} "
                        f"({len(kept[short[0]])} runs); pass --max-runs {shortest} or less "
-                       f"(the default is the pool's number of configurations, at most {DEFAULT_MAX_RUNS})")
+                       f"(the default for recorded draws is the shortest, at most {DEFAULT_MAX_RUNS})")
     labels = sorted(kept, key=_label_order)
     return DrawSet(labels, [kept[label][:max_runs] for label in labels],
                    {"draws": "recorded", "excluded": sorted(exclude)})
+
+
+def shortest_recorded_draw(con, pool: Pool, exclude: tuple[str, ...]) -> int | None:
+    """The fewest runs of any recorded draw order (any recipe) left after `exclude`; None if none."""
+    return con.execute(
+        "SELECT min(n) FROM (SELECT draw, count(*) AS n FROM draw_table WHERE task=? AND model=? "
+        "GROUP BY draw, recipe) WHERE NOT list_contains(?, draw)",
+        [pool.task, pool.model, list(exclude)]).fetchone()[0]
 
 
 def _label_order(label: str):

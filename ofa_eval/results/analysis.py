@@ -29,7 +29,7 @@ from ofa_eval.statistics.draw_diversity import (describe_repeats, draw_groups, g
                                                grouped_bootstrap_means, n_groups, paired_groups)
 from ofa_eval.common.errors import OfaError
 from ofa_eval.evaluation import (DrawOptions, Pool, ResamplingOptions, available_curves, curve_models, load_pool,
-                               pair_curves, pool_max_runs)
+                               pair_curves)
 from ofa_eval.evaluation.curves import skip_notes
 
 ORACLE = ("max-trg-dev", "trg-dev")
@@ -208,7 +208,7 @@ def correlate_pool(con, pool: Pool, pairs, options: DrawOptions, max_runs: int,
     `skip_missing`: pairs whose averaged models the store lacks are left out with a note
     (otherwise they are an error)."""
     rng, n_resamples, level = resampling.rng(), resampling.n_resamples, resampling.level
-    max_runs = pool_max_runs(pool, max_runs)
+    max_runs = options.max_runs_for(con, pool, max_runs)
     pairs = list(dict.fromkeys(list(pairs) + [ORACLE]))
     if skip_missing:
         _, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
@@ -316,7 +316,7 @@ def compare_pool(con, pool: Pool, a, b, options: DrawOptions, max_runs: int, res
     """
     rng, n_resamples, level = resampling.rng(), resampling.n_resamples, resampling.level
     seed, resample = resampling.seed, resampling.resample
-    max_runs = pool_max_runs(pool, max_runs)
+    max_runs = options.max_runs_for(con, pool, max_runs)
     _, curves = pair_curves(con, pool, [a, b], options, max_runs)
     (draws_a, score_a), (draws_b, score_b) = curves[a], curves[b]
     difference = score_a - score_b
@@ -376,17 +376,18 @@ def language_gains(con, task: str, model: str, a=GAIN_PAIRS[0], b=GAIN_PAIRS[1],
     target language at r runs (default: the largest r), with a paired bootstrap interval.
 
     `draws`: default automatic (recorded draws where the pool has no weights, else 10 fresh ones);
-    `max_runs` makes the draws as `protocol -R` does (default: 10 or the configurations). The interval
+    `max_runs` makes the draws as `protocol -R` does (default as there). The interval
     resamples distinct draws; `examples` also resamples each language's test examples (True: required,
     False: never, None: where the store has per-example statistics for every model compared). One row
     per language: see `pool_language_gains`.
     """
     pool = load_pool(con, task, model)
-    max_runs = pool_max_runs(pool, max_runs)
+    draws = draws or DrawOptions(automatic=True)
+    max_runs = draws.max_runs_for(con, pool, max_runs)
     r = max_runs if r is None else r
     if not 1 <= r <= max_runs:
         raise OfaError(f"{pool.name}: r = {r} is outside 1..{max_runs} (the draws' runs; raise max_runs)")
-    _, curves = pair_curves(con, pool, [a, b], draws or DrawOptions(automatic=True), max_runs)
+    _, curves = pair_curves(con, pool, [a, b], draws, max_runs)
     return pool_language_gains(con, pool, (curves[a][0], a), (curves[b][0], b), r,
                                resampling or ResamplingOptions(n_resamples=2000), examples)
 

@@ -25,7 +25,7 @@ from ofa_eval.statistics.correlation import pearson, spearman
 from ofa_eval.statistics.draw_diversity import draw_groups, grouped_bootstrap_means, n_groups
 from ofa_eval.results.formatting import render_protocol
 from ofa_eval.evaluation import (DrawOptions, IncompletePool, Pool, ResamplingOptions, Skipped, available_curves,
-                               get_strategy, load_pool, pool_max_runs, protocol_rows)
+                               get_strategy, load_pool, protocol_rows)
 from ofa_eval.evaluation.curves import listed, skip_notes
 
 LINE_STYLES = {"last": ":", "src-dev": "--", "ca": "-", "trg-dev": "-", "top": "-."}
@@ -342,7 +342,7 @@ def pool_section(con, pool: Pool, pairs, options: DrawOptions, max_runs: int, rn
     """Markdown for one pool, the matplotlib figures it refers to ({file stem: Figure}; the text links
     `<stem>.png`), and what it left out (pairs whose averaged models are missing, with
     `skip_missing`; otherwise they are an error)."""
-    max_runs = pool_max_runs(pool, max_runs)
+    max_runs = options.max_runs_for(con, pool, max_runs)
     options = options.for_pool(con, pool)
     common, curves, skipped = available_curves(con, pool, pairs, options, max_runs)
     if skipped and not (skip_missing and curves):
