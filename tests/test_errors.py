@@ -186,3 +186,12 @@ def test_a_version_1_store_is_migrated_by_a_writing_command_only(cli, tmp_path):
     version = version.stdout
     assert version.split() == ["value", str(SCHEMA_VERSION)]
     assert cli("sql", "SELECT count(*) AS n FROM example_stats", "--format", "csv").stdout.split() == ["n", "0"]
+
+
+def test_soup_k_below_one_is_refused_by_the_command_and_the_api(store):
+    import ofa_eval
+    from ofa_eval.common.errors import OfaError
+
+    assert_one_line_error(store("protocol", "--task", "nli", "--soup-k", "0"), "--soup-k")
+    with pytest.raises(OfaError, match="--soup-k must be at least 1"):
+        ofa_eval.protocol(store.db, task="nli", soup_k=0)

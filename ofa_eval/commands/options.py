@@ -63,7 +63,8 @@ def draw_options(function):
                      help="Largest number of runs r per draw (default: 10, or a pool's number of "
                           "learning-rate/batch-size configurations where that is smaller, or the "
                           "shortest recorded draw where draws are replayed)."),
-        click.option("--soup-k", type=int, default=5, show_default=True, help="Snapshots averaged by SOUP."),
+        click.option("--soup-k", type=int, default=5, show_default=True,
+                     help="Snapshots averaged by SOUP (at least 1)."),
     ], function)
 
 

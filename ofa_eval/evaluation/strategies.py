@@ -228,6 +228,8 @@ def curve_models(pool: Pool, draws: DrawSet, strategy: str, variant: str, max_ru
 
 def strategy_pairs(strategies, variants, soup_k: int) -> list[tuple[str, str]]:
     """The (strategy, variant) pairs to compute; the paper's pairs when no strategy is named."""
+    if soup_k < 1:
+        raise OfaError(f"--soup-k must be at least 1 (the snapshots a soup averages), not {soup_k}")
     names = list(strategies) or [name for name, strategy in STRATEGIES.items() if strategy.in_paper]
     chosen = [get_strategy(name) for name in names]
     offered = {v for strategy in chosen for v in strategy.variant_names(soup_k)}
