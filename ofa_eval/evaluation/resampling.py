@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ofa_eval.statistics.bootstrap import bootstrap_ci, percentile_interval
-from ofa_eval.statistics.draw_diversity import draw_groups, grouped_bootstrap_means, n_groups
+from ofa_eval.statistics.bootstrap import bootstrap_ci
+from ofa_eval.statistics.draw_diversity import repeated_draw_intervals
 from ofa_eval.common.errors import OfaError
 from ofa_eval.evaluation.pool import Pool
 
@@ -72,14 +72,7 @@ def _mean_intervals(draws_runs: list[list[int]], scores: np.ndarray, options: Re
     result = bootstrap_ci(scores.T, np.mean, n_resamples=options.n_resamples, confidence_level=options.level,
                           method=options.method, rng=options.rng(), keep_distribution=False)
     low, high = np.array(result.low, dtype=float, ndmin=1), np.array(result.high, dtype=float, ndmin=1)
-    for r in range(scores.shape[1]):
-        groups = draw_groups(draws_runs, r + 1)
-        distinct = n_groups(groups)
-        if distinct == len(groups):
-            continue
-        if distinct == 1:
-            low[r] = high[r] = np.nan
-            continue
-        means = grouped_bootstrap_means(scores[:, r], groups, options.rng(), options.n_resamples)
-        low[r], high[r] = percentile_interval(means, options.level)
+    for r, interval in repeated_draw_intervals(draws_runs, scores, options.level, options.n_resamples,
+                                               options.rng).items():
+        low[r], high[r] = interval
     return low, high

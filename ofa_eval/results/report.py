@@ -22,7 +22,7 @@ import numpy as np
 from ofa_eval.statistics import bootstrap
 from ofa_eval.results.analysis import GAIN_PAIRS, pool_language_gains
 from ofa_eval.statistics.correlation import pearson, spearman
-from ofa_eval.statistics.draw_diversity import draw_groups, grouped_bootstrap_means, n_groups
+from ofa_eval.statistics.draw_diversity import repeated_draw_intervals
 from ofa_eval.results.formatting import render_protocol
 from ofa_eval.evaluation import (DrawOptions, IncompletePool, Pool, ResamplingOptions, Skipped, available_curves,
                                get_strategy, load_pool, protocol_rows)
@@ -156,13 +156,9 @@ def mean_bands(draws_runs: list[list[int]], scores: np.ndarray, rng, resampling:
     an r where draws repeat resamples the distinct draws, and one distinct draw has no band."""
     boot = scores[bootstrap.paired_indices(scores.shape[0], resampling.n_resamples, rng)].mean(axis=1)
     low, high = bootstrap.percentile_interval(boot.T, resampling.level)
-    for r in range(scores.shape[1]):
-        groups = draw_groups(draws_runs, r + 1)
-        distinct = n_groups(groups)
-        if distinct == len(groups):
-            continue
-        means = grouped_bootstrap_means(scores[:, r], groups, rng, resampling.n_resamples)
-        low[r], high[r] = bootstrap.percentile_interval(means, resampling.level) if distinct > 1 else (np.nan, np.nan)
+    for r, interval in repeated_draw_intervals(draws_runs, scores, resampling.level, resampling.n_resamples,
+                                               lambda: rng).items():
+        low[r], high[r] = interval
     return scores.mean(axis=0), low, high
 
 

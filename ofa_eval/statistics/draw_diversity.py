@@ -79,3 +79,24 @@ def grouped_bootstrap_means(values: np.ndarray, groups: np.ndarray, rng, n_resam
     counts = group_resample_counts(groups, rng, n_resamples)
     totals = counts.sum(axis=1).reshape((-1,) + (1,) * (values.ndim - 1))
     return np.tensordot(counts, values, axes=1) / totals
+
+
+def repeated_draw_intervals(draws_runs: list[list[int]], scores: np.ndarray, level: float, n_resamples: int,
+                            rng_for) -> dict[int, tuple[float, float]]:
+    """{column r - 1: (low, high)} for each r of `scores` (n_draws, R) at which draws repeat: the
+    percentile interval of the mean over resampled distinct draws, (nan, nan) at one distinct
+    draw. Columns without repeats are left to the caller's plain bootstrap. `rng_for()` gives
+    the generator for each r resampled here."""
+    intervals = {}
+    for r in range(scores.shape[1]):
+        groups = draw_groups(draws_runs, r + 1)
+        distinct = n_groups(groups)
+        if distinct == len(groups):
+            continue
+        if distinct == 1:
+            intervals[r] = (np.nan, np.nan)
+            continue
+        means = grouped_bootstrap_means(scores[:, r], groups, rng_for(), n_resamples)
+        low, high = bootstrap.percentile_interval(means, level)
+        intervals[r] = (float(low), float(high))
+    return intervals

@@ -15,6 +15,6 @@ __all__ = ["DEFAULT_LOCK_TIMEOUT", "SCHEMA_VERSION", "connected", "ensure_eval_s
            "open_store", "read_parquet", "require_columns", "run_query", "set_lock_timeout", "transaction"]
 __getattr__, __dir__ = lazy_face(__name__, {
     "DEFAULT_LOCK_TIMEOUT": "database", "SCHEMA_VERSION": "database", "connected": "database",
-    "ensure_eval_set": "database", "ensure_task": "database", "insert_rows": "database", "open_store": "database", "set_lock_timeout": "database",
-    "transaction": "database", "read_parquet": "parquet", "require_columns": "parquet", "run_query": "read_only_sql",
+    "ensure_eval_set": "database", "ensure_task": "database", "insert_rows": "database", "open_store": "database",
+    "set_lock_timeout": "database", "transaction": "database", "read_parquet": "parquet", "require_columns": "parquet", "run_query": "read_only_sql",
 })
