@@ -126,31 +126,74 @@ def test_corrupt_input_leaves_the_store_as_it_was(cli, tmp_path, damage, fragmen
     assert "fine-too" not in cli("sql", "SELECT external_id FROM runs", "--format", "csv").stdout
 
 
+def _record_insert_settings(monkeypatch):
+    """Wrap insert_staged: the (memory_limit, threads) each attempt ran under, and its outcome."""
+    from ofa_eval.artifacts import ingest
+
+    attempts = []
+    real_insert_staged = ingest.insert_staged
+
+    def recorded(con, folder):
+        settings = con.execute("SELECT current_setting('memory_limit'), current_setting('threads')").fetchone()
+        try:
+            result = real_insert_staged(con, folder)
+        except Exception as error:
+            attempts.append((*settings, type(error).__name__))
+            raise
+        attempts.append((*settings, "ok"))
+        return result
+
+    monkeypatch.setattr(ingest, "insert_staged", recorded)
+    return attempts
+
+
+def test_the_insert_is_bounded_by_the_widest_per_example_list_on_one_thread(cli, grid, tmp_path, monkeypatch):
+    attempts = _record_insert_settings(monkeypatch)
+    assert cli("ingest", tmp_path / "runs", "--quiet").exit_code == 0
+    widest = max(len(gold) for _, truth in grid.values() for gold, _ in truth.values())
+    # 64 MB and two DuckDB vectors (2,048 rows) of the widest list's doubles, in MiB rounded up
+    bound_mib = 64 + -(-2 * 2048 * 8 * widest // 2**20)
+    assert len(attempts) == 1
+    limit, threads, outcome = attempts[0]
+    assert (threads, outcome) == (1, "ok")
+    assert limit.endswith("MiB") and float(limit.split()[0]) == pytest.approx(bound_mib * 10**6 / 2**20, abs=0.1)
+
+
 def test_an_insert_out_of_memory_rolls_back_and_inserts_again_unbounded(cli, grid, tmp_path, monkeypatch):
-    """Rows too wide for the bounded buffer pool: the first attempt fails after inserting part of
-    the rows, the transaction rolls back, and the second (DuckDB's own limit) stores every run once."""
+    """A bound too tight for the rows (here 2 MB): DuckDB runs out of memory after inserting part
+    of them, the transaction rolls back, and the second attempt (DuckDB's own limits) stores every
+    run once."""
     import duckdb
 
     from ofa_eval.artifacts import ingest
 
-    calls = []
-    real_insert_rows = ingest._insert_rows
-
-    def out_of_memory_once(con, folder):
-        real_insert_rows(con, folder)
-        calls.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
-        if len(calls) == 1:
-            raise duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data of size 16.0 MiB")
-
-    monkeypatch.setattr(ingest, "_insert_rows", out_of_memory_once)
+    monkeypatch.setattr(ingest, "INSERT_MEMORY_BASE_MB", 0)
+    attempts = _record_insert_settings(monkeypatch)
     result = cli("ingest", tmp_path / "runs", "--quiet")
     assert result.exit_code == 0, result.output
-    assert calls[0] != calls[1] and len(calls) == 2  # bounded, then DuckDB's default limit
+    assert [outcome for *_, outcome in attempts] == ["OutOfMemoryException", "ok"]
+    assert attempts[0][:2] != attempts[1][:2]  # bounded on one thread, then DuckDB's defaults
     stored = cli("sql", "SELECT count(*) AS runs, count(DISTINCT external_id) AS names FROM runs", "--format", "csv")
     assert stored.stdout.split() == ["runs,names", f"{len(grid)},{len(grid)}"]
     scores = cli("sql", "SELECT count(*) FROM score_table", "--format", "csv").stdout.split()[1]
     assert int(scores) == len(set(tuple(r) for r in duckdb.connect(str(cli.db), read_only=True).execute(
         "SELECT run_id, variant, snapshot_id, eval_set_id, metric FROM score_table").fetchall()))
+
+
+def test_a_commit_that_cannot_pin_a_block_counts_as_out_of_memory():
+    """DuckDB reports memory at COMMIT as a TransactionException (seen inserting XNLI-sized lists
+    under 64 MB); other transaction errors are not retried."""
+    import duckdb
+
+    from ofa_eval.artifacts.ingest import _out_of_memory
+
+    at_commit = duckdb.TransactionException(
+        "TransactionContext Error: Failed to commit: failed to pin block of size 256.0 KiB (61.0 MiB/61.0 MiB used)"
+        "\n\nPossible solutions:\n* Reducing the number of threads (SET threads=X)\n* Increasing the memory limit "
+        "(SET memory_limit='...GB')")
+    assert _out_of_memory(at_commit)
+    assert not _out_of_memory(duckdb.TransactionException("TransactionContext Error: Conflict on update"))
+    assert not _out_of_memory(duckdb.ConstraintException("Duplicate key"))
 
 
 def test_staging_workers_read_with_one_polars_thread_unless_the_user_chose(monkeypatch):

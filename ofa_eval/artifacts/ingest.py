@@ -46,7 +46,7 @@ STAGED = {
     "runs": pa.schema([("ordinal", pa.int64()), ("task", pa.string()), ("model", pa.string()),
                        ("metric", pa.string()), ("learning_rate", pa.float64()), ("batch_size", pa.int32()),
                        ("seed", pa.int64()), ("epochs", pa.int32()), ("external_id", pa.string()),
-                       ("path", pa.string())]),
+                       ("path", pa.string()), ("widest_values", pa.int64())]),
     "snapshots": pa.schema([("ordinal", pa.int64()), ("snapshot_index", pa.int32()), ("step", pa.int64()),
                             ("epoch", pa.float64()), ("weights_path", pa.string()),
                             ("weights_sha256", pa.string()), ("weights_bytes", pa.int64())]),
@@ -75,8 +75,9 @@ class StagedRows:
 
     def add(self, ordinal: int, run: ScoredRun) -> None:
         m = run.manifest
+        widest = max((len(v) for stats in run.example_stats.values() for v in stats.stats.values()), default=0)
         self._add("runs", ordinal, m["task"], m["model"], run.metric_name, float(m["learning_rate"]),
-                  m["batch_size"], m["seed"], m.get("epochs"), run.external_id, str(run.path.resolve()))
+                  m["batch_size"], m["seed"], m.get("epochs"), run.external_id, str(run.path.resolve()), widest)
         for s in run.snapshots:
             self._add("snapshots", ordinal, s["index"], s["step"], s["epoch"], s["weights_path"], s["sha256"], s["bytes"])
         for position, e in enumerate(m["eval_sets"]):
@@ -387,23 +388,46 @@ def ingest_runs(db_path: str, root: Path, progress: bool = False, workers: int |
 
 
 # DuckDB's buffer pool for the insert: by default it may take 80% of RAM and keeps what it read,
-# so the parent's peak memory grew with the rows inserted; bounded, it evicts (or spills) instead
-INSERT_MEMORY_LIMIT = "256MB"
+# so the parent's peak memory grew with the rows inserted; bounded, it evicts (or spills) instead.
+# What must fit is a base plus the vectors DuckDB materialises of the widest per-example list
+# (2,048 rows at a time); on one thread that is the same whatever the number of runs or cores.
+INSERT_MEMORY_BASE_MB = 64
+DUCKDB_VECTOR_ROWS = 2048
+
+
+def insert_memory_limit_mb(widest_values: int) -> int:
+    """The buffer pool's bound (MB, one thread) for inserting per-example lists of at most
+    `widest_values` doubles: the base and two vectors of them. Measured on XNLI-sized lists
+    (5,010): the insert fails with none over the base and passes from 0.8 of one."""
+    return INSERT_MEMORY_BASE_MB + math.ceil(2 * DUCKDB_VECTOR_ROWS * 8 * widest_values / 2**20)
 
 
 def _insert_in_transaction(con, staging: Path):
-    import duckdb
-
-    con.execute(f"SET memory_limit = '{INSERT_MEMORY_LIMIT}'")
+    widest = con.execute("SELECT coalesce(max(widest_values), 0) FROM read_parquet(?)",
+                         [_staged(staging, "runs")]).fetchall()[0][0]
+    con.execute(f"SET memory_limit = '{insert_memory_limit_mb(widest)}MB'")
+    con.execute("SET threads = 1")
     try:
         with transaction(con):
             return insert_staged(con, staging)
-    except duckdb.OutOfMemoryException:
-        # rows too wide for the bounded pool (per-example lists of very large evaluation sets):
-        # the transaction rolled back; insert again under DuckDB's own limit
+    except Exception as error:
+        if not _out_of_memory(error):
+            raise
+        # the bound was too tight after all (DuckDB's needs vary by version and data): the
+        # transaction rolled back; insert again under DuckDB's own limits
         con.execute("RESET memory_limit")
+        con.execute("RESET threads")
         with transaction(con):
             return insert_staged(con, staging)
+
+
+def _out_of_memory(error: Exception) -> bool:
+    """A statement out of memory, or a COMMIT that could not pin a block (a TransactionException
+    whose message carries DuckDB's advice to raise memory_limit)."""
+    import duckdb
+
+    return isinstance(error, duckdb.OutOfMemoryException) or (
+        isinstance(error, duckdb.TransactionException) and "memory_limit" in str(error))
 
 
 def _guarded(path: Path, function, *args):
