@@ -24,7 +24,8 @@ time, peak RSS: ru_maxrss, the largest process of its tree; store size), then th
 DuckDB pass (`read_parquet` over every prediction file with its gold file joined on
 example_id) computing the same per-file scores (accuracy; SQuAD F1; entity F1) into a table.
 Its snapshot scores are checked against the store's (the floor must compute what ingest does).
-Then start-up of `sql`, `grid`, `check`, `protocol` (bench_scale.startup) against
+On NLI, the joint draws x examples bootstrap
+(`protocol --resample draws+examples`, JOINT_BOOTSTRAP) as a whole process. Then start-up of `sql`, `grid`, `check`, `protocol` (bench_scale.startup) against
 `python -c "import duckdb, polars"`.
 
     python benchmarks/bench_paper_scale.py --task nli --seeds 3 30 --workers 2
@@ -229,6 +230,15 @@ def floor_disagreement(con, db: Path) -> tuple[int, float]:
     return compared, worst
 
 
+JOINT_BOOTSTRAP = ["protocol", "--strategy", "max-src-dev", "--strategy", "max-trg-dev", "-R", "10", "--draws", "10",
+                   "--ci", "95", "--resample", "draws+examples", "--bootstrap", "10000", "--format", "csv"]
+
+
+def joint_bootstrap(db: Path) -> dict:
+    """The draws x examples bootstrap on the store, a whole `protocol` process (goal: 10 s, 1 GB)."""
+    return measured(ofa_eval_command() + ["--db", str(db), *JOINT_BOOTSTRAP])
+
+
 def folder_mib(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
@@ -256,6 +266,10 @@ def one_size(task: str, seeds: int, scale: float, workers: int, keep: bool) -> d
               "ingest_over_floor": ingest["seconds"] / floor, "floor_scores_compared": compared,
               "floor_largest_difference": worst, "store_mib": db.stat().st_size / 2**20,
               "load_average_before": load_before}
+    if task == "nli":
+        result["joint_bootstrap"] = joint_bootstrap(db)
+        print(f"joint bootstrap {result['joint_bootstrap']['seconds']:.1f} s, "
+              f"{result['joint_bootstrap']['rss_mib']:.0f} MiB", flush=True)
     table = folder / "table.csv"
     table.write_text(subprocess.run(ofa_eval_command() + ["--db", str(db), "protocol", "--strategy", "max-src-dev",
                                                           "--variant", "src-dev", "-R", "2", "--draws", "10",
