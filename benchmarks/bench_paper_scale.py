@@ -24,9 +24,9 @@ time, peak RSS: ru_maxrss, the largest process of its tree; store size), then th
 DuckDB pass (`read_parquet` over every prediction file with its gold file joined on
 example_id) computing the same per-file scores (accuracy; SQuAD F1; entity F1) into a table.
 Its snapshot scores are checked against the store's (the floor must compute what ingest does).
-On NLI, the joint draws x examples bootstrap
-(`protocol --resample draws+examples`, JOINT_BOOTSTRAP) as a whole process. Then start-up of `sql`, `grid`, `check`, `protocol` (bench_scale.startup) against
-`python -c "import duckdb, polars"`.
+On NLI, the joint draws x examples bootstrap (`protocol --resample draws+examples`,
+JOINT_BOOTSTRAP) as a whole process. Then start-up of `sql`, `grid`, `check`, `protocol`
+(bench_scale.startup) against `python -c "import duckdb, polars"`.
 
     python benchmarks/bench_paper_scale.py --task nli --seeds 3 30 --workers 2
     python benchmarks/bench_paper_scale.py --task qa --seeds 3 30 --workers 2
