@@ -1,7 +1,10 @@
 """Ingest reads each run's manifest.json once (issue 21): phase 1 reads and checks it, and the
-parsed manifest travels with the run to validation and scoring."""
+manifest's text travels with the run to validation and scoring (issue 20: the text, not the
+parsed manifest, so that the parent's memory does not grow four times as fast with the runs)."""
 
 import io
+import json
+import tracemalloc
 from pathlib import Path
 
 import duckdb
@@ -49,3 +52,31 @@ def test_counting_sees_a_second_read(tmp_path, monkeypatch):
     assert opens == {run.resolve(): 1}
     score_run(run)
     assert opens == {run.resolve(): 2}
+
+
+def _held_bytes(make) -> tuple[object, int]:
+    """(what `make()` returns, the bytes of Python memory it still holds)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        made = make()
+        held = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    return made, held
+
+
+def test_checked_manifests_hold_text_not_parsed_manifests(tmp_path):
+    """What phase 1 hands on for each run, until its worker takes it, weighs less than half of the
+    parsed manifests (measured against json.loads of the same files), and is the file's content."""
+    from ofa_eval.artifacts.validation import check_run_folders
+
+    write_grid(tmp_path / "runs")
+    folders = sorted((tmp_path / "runs").iterdir())
+    check_run_folders(tmp_path / "runs")  # once before measuring: the first call fills caches (imports, the task registry)
+    parsed, parsed_bytes = _held_bytes(lambda: [json.loads((f / "manifest.json").read_text()) for f in folders])
+    checked, checked_bytes = _held_bytes(lambda: check_run_folders(tmp_path / "runs"))
+    assert checked_bytes < parsed_bytes / 2, (checked_bytes, parsed_bytes)
+    assert [checked[f].parsed() for f in folders] == parsed
+    assert [(checked[f].fields["task"], checked[f].fields["seed"], checked[f].fields["state"]) for f in folders] \
+        == [(m["task"], m["seed"], m["state"]) for m in parsed]

@@ -33,7 +33,7 @@ from ofa_eval.artifacts.run_format import run_name, snapshot_subject
 from ofa_eval.artifacts.scoring import ExampleStats, ScoredRun, derive_variants, score_run, variant_weights
 from ofa_eval.store.database import connected, disk_full_error, ensure_eval_set, ensure_task, is_disk_full, transaction
 from ofa_eval.common.tempfiles import remove_orphans, temporary_path
-from ofa_eval.artifacts.validation import check_run_folders, conflicts_with_store
+from ofa_eval.artifacts.validation import CheckedManifest, check_run_folders, conflicts_with_store
 
 MAX_BATCH = 8  # runs a worker scores before writing their rows: bounds each worker's memory
 
@@ -119,16 +119,17 @@ def _list_array(arrays: list[np.ndarray]) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(pa.list_(pa.float64()))
 
 
-def stage_batch(batch: int, first_ordinal: int, runs: list[tuple[str, dict]], folder: str) -> None:
+def stage_batch(batch: int, first_ordinal: int, runs: list[tuple[str, CheckedManifest]], folder: str) -> None:
     """Validate and score a batch of runs, (folder, manifest as phase 1 read it), and write their
     rows to `folder` (a pool worker's task)."""
     rows = StagedRows()
     for ordinal, (run_dir, manifest) in enumerate(runs, first_ordinal):
-        rows.add(ordinal, score_run(Path(run_dir), manifest))
+        rows.add(ordinal, score_run(Path(run_dir), manifest.parsed()))
     rows.write(Path(folder), batch)
 
 
-def _batches(runs: list[tuple[Path, dict]], workers: int) -> list[tuple[int, int, list[tuple[str, dict]]]]:
+def _batches(runs: list[tuple[Path, CheckedManifest]], workers: int
+             ) -> list[tuple[int, int, list[tuple[str, CheckedManifest]]]]:
     """(batch number, first ordinal, runs): batches small enough to bound memory, and enough of
     them to keep every worker busy."""
     size = max(1, min(MAX_BATCH, math.ceil(len(runs) / max(1, workers))))
@@ -136,7 +137,7 @@ def _batches(runs: list[tuple[Path, dict]], workers: int) -> list[tuple[int, int
             for n, start in enumerate(range(0, len(runs), size))]
 
 
-def stage_runs(runs: list[tuple[Path, dict]], folder: Path, workers: int, progress: bool = False) -> None:
+def stage_runs(runs: list[tuple[Path, CheckedManifest]], folder: Path, workers: int, progress: bool = False) -> None:
     """Phase 2: every run (folder, manifest) validated, scored and written to `folder`, in a pool
     of `workers` processes. The first failing run (in folder order) stops everything with its error."""
     batches = _batches(runs, workers)
@@ -327,11 +328,11 @@ class IngestSummary:
 
 @dataclass
 class _Plan:
-    pending: list[tuple[Path, dict]]  # (run folder, its manifest)
+    pending: list[tuple[Path, CheckedManifest]]
     summary: IngestSummary
 
 
-def _plan(con, manifests: dict[Path, dict]) -> _Plan:
+def _plan(con, manifests: dict[Path, CheckedManifest]) -> _Plan:
     """Phase 1: which runs to ingest; a run the store holds from elsewhere is an error."""
     names, configurations = set(), set()
     for task, model, name, lr, bs, seed in con.execute(
@@ -340,13 +341,14 @@ def _plan(con, manifests: dict[Path, dict]) -> _Plan:
         configurations.add((task, model, lr, bs, seed))
     plan = _Plan([], IngestSummary())
     for run_dir, manifest in manifests.items():
-        task, model, name = manifest["task"], manifest["model"], run_name(manifest, run_dir)
+        fields = manifest.fields
+        task, model, name = fields["task"], fields["model"], run_name(fields, run_dir)
         known = (task, model, name) in names or (
-            task, model, float(manifest["learning_rate"]), manifest["batch_size"], manifest["seed"]) in configurations
-        conflict = conflicts_with_store(con, manifest, run_dir) if known else None
+            task, model, float(fields["learning_rate"]), fields["batch_size"], fields["seed"]) in configurations
+        conflict = conflicts_with_store(con, fields, run_dir) if known else None
         if conflict:
             raise OfaError(conflict)
-        if manifest["state"] != "complete":
+        if fields["state"] != "complete":
             plan.summary.incomplete.append(name)
         elif known:
             plan.summary.already.append(name)

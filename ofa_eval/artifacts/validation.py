@@ -105,14 +105,21 @@ MANIFEST_FIELDS = {
 }
 
 
-def read_manifest_json(run_dir: Path) -> tuple[object, list[Problem]]:
-    """The manifest file parsed as JSON (any JSON value), or why it cannot be: the one place
-    validation and ingest open a run's manifest."""
+def read_manifest_text(run_dir: Path) -> tuple[str | None, object, list[Problem]]:
+    """(the manifest file's text, that text parsed as JSON: any JSON value), or why it cannot be
+    read: the one place validation and ingest open a run's manifest."""
     path = Path(run_dir) / MANIFEST
     try:
-        return json.loads(path.read_text()), []
+        text = path.read_text()
+        return text, json.loads(text), []
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, [Problem(path, f"not a readable JSON manifest ({error})")]
+        return None, None, [Problem(path, f"not a readable JSON manifest ({error})")]
+
+
+def read_manifest_json(run_dir: Path) -> tuple[object, list[Problem]]:
+    """The manifest file parsed as JSON (any JSON value), or why it cannot be."""
+    _, parsed, problems = read_manifest_text(run_dir)
+    return parsed, problems
 
 
 def _read_manifest(run_dir: Path, parsed: object = None) -> tuple[dict | None, list[Problem]]:
@@ -545,9 +552,9 @@ def identity_problems(manifests: dict[Path, dict]) -> list[Problem]:
 
 
 def _identity_fields(manifest: dict) -> dict:
-    """What `identity_problems` reads of a manifest (only that: a lab's store has thousands of
-    runs, and whole manifests would make memory grow with their number)."""
-    return {key: manifest[key] for key in (*IDENTITY_KEYS, "run_name") if key in manifest}
+    """What `identity_problems` and ingest's plan read of a manifest (only that: a lab's store has
+    thousands of runs, and whole manifests would make memory grow with their number)."""
+    return {key: manifest[key] for key in (*IDENTITY_KEYS, "run_name", "state") if key in manifest}
 
 
 def _readable_manifests(run_dirs: list[Path]) -> dict[Path, dict]:
@@ -574,9 +581,23 @@ def validate_runs(root: Path) -> tuple[list[Path], list[Problem], list[str]]:
     return found.run_dirs, problems, found.warnings
 
 
-def check_run_folders(root: Path, warn: Callable[[str], None] | None = None) -> dict[Path, dict]:
-    """For ingest: {run folder: its manifest} under `root`, the manifests checked (each file read
-    once, here: ingest passes them on) and no run in two folders.
+@dataclass(frozen=True)
+class CheckedManifest:
+    """A manifest `check_run_folders` checked: the fields ingest plans with (`_identity_fields`)
+    and the file's text, which the worker scoring the run parses again. Parsed, a manifest takes
+    about four times the memory of its text, and ingest holds every pending run's until its
+    worker takes it: with dicts, the parent's peak memory grew with the number of runs."""
+
+    fields: dict
+    text: str
+
+    def parsed(self) -> dict:
+        return json.loads(self.text)
+
+
+def check_run_folders(root: Path, warn: Callable[[str], None] | None = None) -> dict[Path, CheckedManifest]:
+    """For ingest: {run folder: its checked manifest} under `root` (each file read once, here:
+    ingest passes the text on) and no run in two folders.
 
     OfaError with the first problem: `root` a run folder without a manifest, a malformed manifest
     (of a running run too), or two folders holding one run. Run-like folders without a manifest
@@ -588,15 +609,20 @@ def check_run_folders(root: Path, warn: Callable[[str], None] | None = None) -> 
         raise OfaError(f"{root / MANIFEST}: file not found (a run folder without its manifest)")
     for line in found.warnings:
         (warn or _warn_on_stderr)(line)
-    manifests = {}
-    for run_dir in found.run_dirs:
-        manifests[run_dir], problems = manifest_problems(run_dir)
-        if problems:
-            raise OfaError(problems[0].line())
-    problems = identity_problems({run_dir: _identity_fields(m) for run_dir, m in manifests.items()})
+    checked = {run_dir: _checked_manifest(run_dir) for run_dir in found.run_dirs}
+    problems = identity_problems({run_dir: manifest.fields for run_dir, manifest in checked.items()})
     if problems:
         raise OfaError(problems[0].line())
-    return manifests
+    return checked
+
+
+def _checked_manifest(run_dir: Path) -> CheckedManifest:
+    text, parsed, problems = read_manifest_text(run_dir)
+    if not problems:
+        manifest, problems = manifest_problems(run_dir, parsed)
+    if problems:
+        raise OfaError(problems[0].line())
+    return CheckedManifest(_identity_fields(manifest), text)
 
 
 def _warn_on_stderr(line: str) -> None:
