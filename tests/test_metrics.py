@@ -179,6 +179,9 @@ def test_qa_matches_squad_script_on_random_cases():
     assert stats["exact_match"].tolist() == [float(em) for em in expected_em]
     assert 0 < stats["f1"].mean() < 1 and 0 < stats["exact_match"].mean() < 1  # the cases are mixed
     assert metric.aggregate(stats) == pytest.approx(squad_evaluate(golds, preds), abs=1e-9)
+    # a second subject scored against the same gold: every string's normalisation now comes from the cache
+    again = metric.example_stats(golds, preds)
+    assert again["f1"].tolist() == stats["f1"].tolist() and again["exact_match"].tolist() == expected_em
 
 
 def test_qa_rejects_bad_gold():
