@@ -246,7 +246,8 @@ def folder_mib(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def ingest_and_floor(task: str, runs: Path, db: Path, workers: int, repeats: int) -> tuple[list[dict], list[float], int, float]:
+def ingest_and_floor(task: str, runs: Path, db: Path, workers: int, repeats: int
+                     ) -> tuple[list[dict], list[float], int, float]:
     """`repeats` ingests into a fresh store, each followed by a floor, so that both see the same
     moments of the machine (a 2-core VM whose speed moves by a third from one minute to the next).
     The store of the last ingest stays, checked against its floor's scores."""
